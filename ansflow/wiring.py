@@ -1,0 +1,32 @@
+"""Building the engine and its executors from settings (the composition root)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ansflow.settings import Settings
+from engine.catalog import PipelineSource
+from engine.events import EventBus
+from engine.executors.shell import ShellExecutor
+from engine.masking import Masker
+from engine.runner import Engine
+
+
+@dataclass
+class Core:
+    settings: Settings
+    bus: EventBus
+    engine: Engine
+    masker: Masker
+    shell: ShellExecutor
+
+
+def build_core(settings: Settings, workdir: Path | None = None) -> Core:
+    bus = EventBus()
+    secrets = settings.secret_values()
+    masker = Masker(secrets)
+    engine = Engine(source=PipelineSource(settings.pipelines_dir), bus=bus, admins=settings.admins)
+    shell = ShellExecutor(masker, secrets, workdir=workdir)
+    engine.register(shell, idle=shell.idle)
+    return Core(settings=settings, bus=bus, engine=engine, masker=masker, shell=shell)

@@ -1,0 +1,48 @@
+"""The current pipelines of a folder, reloaded when its files change."""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from pathlib import Path
+
+from engine.errors import PipelineNotFound
+from engine.pipelines import Catalog, Pipeline, load_catalog
+
+log = logging.getLogger(__name__)
+
+
+class PipelineSource:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._signature: tuple[tuple[str, int, int], ...] | None = None
+        self._catalog = Catalog()
+
+    def _current_signature(self) -> tuple[tuple[str, int, int], ...]:
+        if not self.folder.is_dir():
+            return ()
+        entries = []
+        for path in sorted([*self.folder.glob("*.yml"), *self.folder.glob("*.yaml")]):
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            entries.append((path.name, stat.st_mtime_ns, stat.st_size))
+        return tuple(entries)
+
+    def catalog(self) -> Catalog:
+        signature = self._current_signature()
+        if signature != self._signature:
+            self._catalog = load_catalog(self.folder)
+            self._signature = signature
+            for problem in self._catalog.problems:
+                log.warning("pipeline file skipped: %s", problem)
+        return self._catalog
+
+    def get(self, name: str) -> Pipeline:
+        catalog = self.catalog()
+        pipeline = catalog.get(name)
+        if pipeline is None:
+            close = difflib.get_close_matches(name, list(catalog.pipelines), n=3, cutoff=0.5)
+            raise PipelineNotFound(name, close)
+        return pipeline

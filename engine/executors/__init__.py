@@ -1,0 +1,1 @@
+"""Step executors, one per step kind."""

@@ -1,0 +1,28 @@
+"""Masking secret values in anything a step printed, before it is stored or shown."""
+
+from __future__ import annotations
+
+MASK = "***"
+# Shorter values would mask ordinary words; such a secret is a configuration problem.
+MIN_SECRET_LENGTH = 4
+
+
+class Masker:
+    def __init__(self, secrets: list[str] | None = None) -> None:
+        self._secrets: set[str] = set()
+        for secret in secrets or []:
+            self.add(secret)
+
+    def add(self, secret: str | None) -> None:
+        if secret and len(secret) >= MIN_SECRET_LENGTH:
+            self._secrets.add(secret)
+
+    def __call__(self, text: str) -> str:
+        # Longest first, so a secret containing another is masked whole.
+        for secret in sorted(self._secrets, key=len, reverse=True):
+            if secret in text:
+                text = text.replace(secret, MASK)
+        return text
+
+    def __len__(self) -> int:
+        return len(self._secrets)

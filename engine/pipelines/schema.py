@@ -1,0 +1,230 @@
+"""The pipeline file format (INTERFACE.md "Pipeline files"), as pydantic models.
+
+``ansflow schema`` prints :func:`json_schema` for editors.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
+PIPELINE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
+SLACK_ID = r"^[A-Z0-9][A-Z0-9_]*$"
+# Names a step's environment owns; a parameter or env entry may not replace them.
+RESERVED_ENV = frozenset({"PATH", "HOME", "LANG", "LC_ALL", "SHELL", "IFS", "ENV", "BASH_ENV"})
+RESERVED_PREFIXES = ("ANSFLOW_", "LD_")
+
+StepName = Annotated[str, Field(min_length=1, max_length=80)]
+Timeout = Annotated[float, Field(gt=0, le=7 * 24 * 3600, description="seconds")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_env_names(env: dict[str, str]) -> dict[str, str]:
+    for key in env:
+        if not re.match(IDENTIFIER, key):
+            raise ValueError(f"env name {key!r} is not an identifier")
+        if key in RESERVED_ENV or key.startswith(RESERVED_PREFIXES):
+            raise ValueError(f"env name {key!r} is reserved")
+    return env
+
+
+class Parameter(_Strict):
+    default: str | None = None
+    required: bool = False
+    choices: list[str] | None = Field(None, min_length=1)
+    pattern: str | None = None
+    description: str | None = None
+
+    @field_validator("default", mode="before")
+    @classmethod
+    def _scalar_to_text(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, int | float):
+            return str(value)
+        return value
+
+    @field_validator("choices", mode="before")
+    @classmethod
+    def _choices_to_text(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [str(v) if isinstance(v, int | float) else v for v in value]
+        return value
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"pattern is not a valid regular expression: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _default_is_valid(self) -> Parameter:
+        if self.default is not None:
+            if self.choices is not None and self.default not in self.choices:
+                raise ValueError(f"default {self.default!r} is not one of the choices")
+            if self.pattern is not None and not re.fullmatch(self.pattern, self.default):
+                raise ValueError(f"default {self.default!r} does not match the pattern")
+        return self
+
+
+class RunSpec(_Strict):
+    kind: Literal["run"] = "run"
+    name: StepName
+    run: str = Field(min_length=1)
+    timeout: Timeout | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    retry_on_restart: bool = Field(
+        False, description="re-run this step if the service restarted while it ran"
+    )
+
+    _env_names = field_validator("env")(_check_env_names)
+
+
+class ApprovalConfig(_Strict):
+    approvers: list[Annotated[str, Field(pattern=SLACK_ID)]] = Field(min_length=1)
+    required: int = Field(1, ge=1)
+    allow_self_approval: bool = False
+    timeout: Timeout | None = None
+
+    @model_validator(mode="after")
+    def _enough_approvers(self) -> ApprovalConfig:
+        if self.required > len(set(self.approvers)):
+            raise ValueError(
+                f"required is {self.required} but only {len(set(self.approvers))} approvers listed"
+            )
+        return self
+
+
+class ApprovalSpec(_Strict):
+    kind: Literal["approval"] = "approval"
+    name: StepName
+    approval: ApprovalConfig
+    timeout: Timeout | None = None
+
+
+class JenkinsConfig(_Strict):
+    tool: str = Field("jenkins", min_length=1)
+    job: str = Field(min_length=1, pattern=r"^[^/]+(/[^/]+)*$")
+    parameters: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("parameters", mode="before")
+    @classmethod
+    def _values_to_text(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: str(v) if isinstance(v, int | float | bool) else v for k, v in value.items()}
+        return value
+
+
+class JenkinsSpec(_Strict):
+    kind: Literal["jenkins"] = "jenkins"
+    name: StepName
+    jenkins: JenkinsConfig
+    timeout: Timeout | None = None
+
+
+_KINDS = ("run", "approval", "jenkins", "parallel")
+
+
+def _tag_kind(value: Any) -> Any:
+    """Give a raw step mapping its ``kind`` from the one kind key it carries."""
+    if not isinstance(value, dict) or "kind" in value:
+        return value
+    present = [k for k in _KINDS if k in value]
+    if len(present) > 1:
+        raise ValueError(f"a step has exactly one kind, this one has {' and '.join(present)}")
+    if not present:
+        raise ValueError("a step needs one of: run, parallel, approval, jenkins")
+    tagged = dict(value)
+    tagged["kind"] = present[0]
+    return tagged
+
+
+LeafSpec = Annotated[
+    RunSpec | ApprovalSpec | JenkinsSpec,
+    Field(discriminator="kind"),
+    BeforeValidator(_tag_kind),
+]
+
+
+class ParallelSpec(_Strict):
+    kind: Literal["parallel"] = "parallel"
+    name: StepName | None = None
+    parallel: list[LeafSpec] = Field(min_length=1)
+
+
+StageSpec = Annotated[
+    RunSpec | ApprovalSpec | JenkinsSpec | ParallelSpec,
+    Field(discriminator="kind"),
+    BeforeValidator(_tag_kind),
+]
+
+class Pipeline(_Strict):
+    name: str = Field(pattern=PIPELINE_NAME, max_length=80)
+    description: str | None = None
+    channel: str | None = Field(None, pattern=SLACK_ID)
+    allowed_users: list[Annotated[str, Field(pattern=SLACK_ID)]] | None = None
+    allowed_channels: list[Annotated[str, Field(pattern=SLACK_ID)]] | None = None
+    parameters: dict[str, Parameter] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict)
+    timeout: Timeout | None = Field(None, description="default timeout of each step")
+    steps: list[StageSpec] = Field(min_length=1)
+
+    _env_names = field_validator("env")(_check_env_names)
+
+    @field_validator("parameters", mode="before")
+    @classmethod
+    def _none_to_empty(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: ({} if v is None else v) for k, v in value.items()}
+        return value
+
+    @field_validator("parameters")
+    @classmethod
+    def _parameter_names(cls, value: dict[str, Parameter]) -> dict[str, Parameter]:
+        for key in value:
+            if not re.match(IDENTIFIER, key):
+                raise ValueError(f"parameter name {key!r} is not an identifier")
+            if key in RESERVED_ENV or key.startswith(RESERVED_PREFIXES):
+                raise ValueError(f"parameter name {key!r} is reserved")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_step_names(self) -> Pipeline:
+        seen: set[str] = set()
+        for stage in self.steps:
+            leaves = stage.parallel if isinstance(stage, ParallelSpec) else [stage]
+            for leaf in leaves:
+                if leaf.name in seen:
+                    raise ValueError(f"two steps are named {leaf.name!r}; step names are unique")
+                seen.add(leaf.name)
+        return self
+
+    def stages(self) -> list[list[tuple[str, RunSpec | ApprovalSpec | JenkinsSpec]]]:
+        """Leaf steps grouped by stage, each with its path (``"2"`` or ``"1.0"``)."""
+        result: list[list[tuple[str, RunSpec | ApprovalSpec | JenkinsSpec]]] = []
+        for index, stage in enumerate(self.steps):
+            if isinstance(stage, ParallelSpec):
+                result.append([(f"{index}.{j}", leaf) for j, leaf in enumerate(stage.parallel)])
+            else:
+                result.append([(str(index), stage)])
+        return result
+
+    def leaves(self) -> list[tuple[str, RunSpec | ApprovalSpec | JenkinsSpec]]:
+        return [leaf for stage in self.stages() for leaf in stage]
+
+
+def json_schema() -> dict[str, Any]:
+    schema = Pipeline.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "AnsFlow pipeline"
+    return schema

@@ -1,0 +1,432 @@
+"""The runner: starts runs, carries out what ``plan()`` says, ends steps, recovers.
+
+It is small on purpose: the decisions live in ``engine.plan`` and
+``engine.state``; every write is a compare-and-set in ``storage.runs``; every
+change is published on the bus inside its transaction (in-tx subscribers) and
+after it (after-commit subscribers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from tortoise.transactions import in_transaction
+
+from engine.catalog import PipelineSource
+from engine.errors import Conflict, NotAllowed, RunNotFound, ToolNotActive, UnknownTool
+from engine.events import (
+    CancelRequested,
+    Event,
+    EventBus,
+    RunFinished,
+    RunSnapshot,
+    RunStarted,
+    RunStatusChanged,
+    StepFinished,
+    StepStarted,
+    StepUpdated,
+)
+from engine.executors.base import Executor, NotSupportedExecutor, StepContext, StepOutcome
+from engine.executors.shell import tail_of
+from engine.params import resolve_parameters
+from engine.permissions import Actor, cancel_refusal, run_refusal
+from engine.pipelines import JenkinsSpec, Pipeline
+from engine.plan import Plan, StepView, plan
+from engine.runlock import RunLocks
+from engine.state import RUN_TERMINAL, STEP_ACTIVE, RunStatus, StepStatus
+from storage import runs as store
+from storage.models import CICDTool, Run, StepRun
+
+log = logging.getLogger(__name__)
+
+MAX_DRIVE_ROUNDS = 1000
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    pipeline: str
+    parameters: dict[str, str]
+    actor: Actor
+    trigger_type: str = "manual"
+    source: str = "cli"
+    # Where Slack hears of the run; defaults to the pipeline's ``channel``.
+    channel_id: str | None = None
+    cicd_tool_id: int | None = None
+
+
+class CancelResult(StrEnum):
+    REQUESTED = "requested"
+    ALREADY = "already"
+
+
+def _stage_of(path: str) -> int:
+    return int(path.split(".", 1)[0])
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        source: PipelineSource,
+        bus: EventBus,
+        admins: frozenset[str] = frozenset(),
+    ) -> None:
+        self.source = source
+        self.bus = bus
+        self.admins = admins
+        self.executors: dict[str, Executor] = {
+            "approval": NotSupportedExecutor("approval", "approval steps are not supported yet"),
+            "jenkins": NotSupportedExecutor("jenkins", "jenkins steps are not supported yet"),
+        }
+        self._locks = RunLocks()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._pinned: dict[int, Pipeline] = {}
+        self._finished: dict[int, asyncio.Event] = {}
+        self._idle_hooks: list[Callable[[], Awaitable[None]]] = []
+        bus.subscribe(self._on_event)
+
+    def register(self, executor: Executor, idle: Callable[[], Awaitable[None]] | None = None) -> None:
+        self.executors[executor.kind] = executor
+        if idle is not None:
+            self._idle_hooks.append(idle)
+
+    # ---- asking -------------------------------------------------------------
+
+    async def start_run(self, request: RunRequest) -> RunSnapshot:
+        """Check the request and create the run; raises a ``UserError`` and creates nothing."""
+        pipeline = self.source.get(request.pipeline)
+        refusal = run_refusal(pipeline, request.actor, self.admins)
+        if refusal:
+            raise NotAllowed(refusal)
+        parameters = resolve_parameters(pipeline, request.parameters)
+        await self._check_tools(pipeline, request.cicd_tool_id)
+        async with in_transaction() as conn:
+            run, steps = await store.create_run(
+                pipeline=pipeline.name,
+                definition=pipeline.model_dump(mode="json"),
+                parameters=parameters,
+                steps=[(path, spec.name, spec.kind) for path, spec in pipeline.leaves()],
+                trigger_type=request.trigger_type,
+                triggered_by=request.actor.user_id,
+                source=request.source,
+                channel_id=request.channel_id or pipeline.channel,
+                cicd_tool_id=request.cicd_tool_id,
+                conn=conn,
+            )
+        self._pinned[run.id] = pipeline
+        await self.drive(run.id)
+        return await self.snapshot(run.id)
+
+    async def _check_tools(self, pipeline: Pipeline, tool_id: int | None) -> None:
+        names = {spec.jenkins.tool for _, spec in pipeline.leaves() if isinstance(spec, JenkinsSpec)}
+        if tool_id is not None:
+            tool = await CICDTool.filter(id=tool_id).first()
+            if tool is None:
+                raise UnknownTool(str(tool_id))
+            if tool.status != "active":
+                raise ToolNotActive(tool.name)
+        for name in sorted(names):
+            tool = await CICDTool.filter(name=name).first()
+            if tool is None:
+                raise UnknownTool(name)
+            if tool.status != "active":
+                raise ToolNotActive(name)
+
+    async def cancel_run(self, run_id: int, actor: Actor) -> CancelResult:
+        run = await store.read_run(run_id)
+        if run is None:
+            raise RunNotFound(run_id)
+        pipeline = self.pinned(run)
+        refusal = cancel_refusal(pipeline, run.triggered_by, actor, self.admins)
+        if refusal:
+            raise NotAllowed(refusal)
+        if RunStatus(run.status) in RUN_TERMINAL:
+            raise Conflict(f"Run {run_id} already ended ({run.status}); there is nothing to cancel.")
+        async with self._locks.hold(run_id):
+            steps = await store.read_steps(run_id)
+            async with in_transaction() as conn:
+                won = await store.request_cancel(run, actor.user_id, conn)
+                event = CancelRequested(run=store.run_snapshot(run, steps), by=actor.user_id)
+                if won:
+                    await self.bus.publish_in_tx(event, conn)
+            if won:
+                await self.bus.publish(event)
+        if not won:
+            return CancelResult.ALREADY
+        await self.drive(run_id)
+        return CancelResult.REQUESTED
+
+    async def snapshot(self, run_id: int) -> RunSnapshot:
+        run = await store.read_run(run_id)
+        if run is None:
+            raise RunNotFound(run_id)
+        return store.run_snapshot(run, await store.read_steps(run_id))
+
+    def pinned(self, run: Run) -> Pipeline:
+        pipeline = self._pinned.get(run.id)
+        if pipeline is None:
+            pipeline = Pipeline.model_validate(run.definition)
+            if RunStatus(run.status) not in RUN_TERMINAL:
+                self._pinned[run.id] = pipeline
+        return pipeline
+
+    # ---- carrying out the plan ---------------------------------------------
+
+    async def drive(self, run_id: int) -> None:
+        async with self._locks.hold(run_id) as took:
+            if not took:
+                return  # the outer drive of this run goes on after us
+            for _ in range(MAX_DRIVE_ROUNDS):
+                run = await store.read_run(run_id)
+                if run is None or RunStatus(run.status) in RUN_TERMINAL:
+                    return
+                steps = await store.read_steps(run_id)
+                stages: dict[int, list[StepView]] = {}
+                for step in steps:
+                    stages.setdefault(_stage_of(step.path), []).append(
+                        StepView(step.path, StepStatus(step.status))
+                    )
+                decided = plan(
+                    [stages[k] for k in sorted(stages)],
+                    cancel_requested=run.cancel_requested_at is not None,
+                )
+                if not await self._apply(run, steps, decided):
+                    return
+            log.error("run %s: plan did not settle after %s rounds", run_id, MAX_DRIVE_ROUNDS)
+
+    async def _apply(self, run: Run, steps: list[StepRun], decided: Plan) -> bool:
+        """Carry out ``decided``; True when something changed and the plan must be redone."""
+        by_path = {s.path: s for s in steps}
+        changed = False
+        if run.status == RunStatus.PENDING and decided.outcome is None:
+            await self._set_run(run, steps, RunStatus.RUNNING, RunStarted, started_at=store.now())
+        for path in decided.skip:
+            changed |= await self._end_step(run, steps, by_path[path], StepOutcome(StepStatus.SKIPPED))
+        for path in decided.cancel:
+            changed |= await self._cancel_step(run, steps, by_path[path])
+        for path in decided.start:
+            changed |= await self._start_step(run, steps, by_path[path])
+        if decided.outcome is not None:
+            await self._finish_run(run, steps, decided.outcome)
+            return False
+        status = run.status
+        if not changed and status != decided.run_status and status != RunStatus.PENDING:
+            await self._set_run(run, steps, decided.run_status, RunStatusChanged)
+        return changed
+
+    async def _publish(self, event: Event, conn: Any) -> None:
+        await self.bus.publish_in_tx(event, conn)
+
+    async def _set_run(
+        self, run: Run, steps: list[StepRun], status: RunStatus,
+        event_type: type[Event], **fields: Any,
+    ) -> bool:
+        async with in_transaction() as conn:
+            won = await store.set_run_status(run, status, conn, **fields)
+            event = event_type(run=store.run_snapshot(run, steps))
+            if won:
+                await self._publish(event, conn)
+        if won:
+            await self.bus.publish(event)
+        return won
+
+    async def _finish_run(self, run: Run, steps: list[StepRun], outcome: RunStatus) -> None:
+        fields: dict[str, Any] = {"finished_at": store.now()}
+        if run.started_at is None:
+            fields["started_at"] = fields["finished_at"]
+        if outcome == RunStatus.FAILED:
+            failed = next((s for s in steps if s.status == StepStatus.FAILED), None)
+            if failed is None:
+                failed = next((s for s in steps if s.status == StepStatus.CANCELLED), None)
+            if failed is not None:
+                fields["failed_step"] = failed.name
+                fields["reason"] = failed.reason or f"step {failed.name} failed"
+        elif outcome == RunStatus.CANCELLED:
+            fields["reason"] = f"cancelled by {run.cancel_requested_by}" if run.cancel_requested_by else "cancelled"
+        await self._set_run(run, steps, outcome, RunFinished, **fields)
+
+    async def _start_step(self, run: Run, steps: list[StepRun], step: StepRun) -> bool:
+        executor = self.executors.get(step.kind)
+        if executor is None:
+            executor = NotSupportedExecutor(step.kind, f"no executor for {step.kind} steps")
+        async with in_transaction() as conn:
+            won = await store.set_step_status(
+                step, executor.started_status, conn,
+                expected=[StepStatus.PENDING], started_at=store.now(), attempt=step.attempt + 1,
+            )
+            event = StepStarted(run=store.run_snapshot(run, steps), step=store.step_snapshot(step))
+            if won:
+                await self._publish(event, conn)
+        if not won:
+            return True  # someone else moved it: re-plan from what is stored
+        await self.bus.publish(event)
+        await executor.start(self._context(run, step))
+        return True
+
+    async def _cancel_step(self, run: Run, steps: list[StepRun], step: StepRun) -> bool:
+        executor = self.executors.get(step.kind)
+        if executor is None or step.status == StepStatus.WAITING_APPROVAL:
+            return await self._end_step(
+                run, steps, step, StepOutcome(StepStatus.CANCELLED, reason="cancelled")
+            )
+        await executor.cancel(self._context(run, step))
+        return False
+
+    async def _end_step(
+        self, run: Run, steps: list[StepRun], step: StepRun, outcome: StepOutcome
+    ) -> bool:
+        fields: dict[str, Any] = {"finished_at": store.now()}
+        if outcome.exit_code is not None:
+            fields["exit_code"] = outcome.exit_code
+        if outcome.reason is not None:
+            fields["reason"] = outcome.reason
+        if outcome.log is not None:
+            fields.update(log=outcome.log, log_tail=tail_of(outcome.log), log_dropped=outcome.log_dropped)
+        if outcome.external_url is not None:
+            fields["external_url"] = outcome.external_url
+        expected = (
+            [StepStatus.PENDING] if outcome.status == StepStatus.SKIPPED else list(STEP_ACTIVE)
+        )
+        async with in_transaction() as conn:
+            won = await store.set_step_status(step, outcome.status, conn, expected=expected, **fields)
+            event = StepFinished(run=store.run_snapshot(run, steps), step=store.step_snapshot(step))
+            if won:
+                await self._publish(event, conn)
+        if won:
+            await self.bus.publish(event)
+        return won
+
+    def _context(self, run: Run, step: StepRun) -> StepContext:
+        pipeline = self.pinned(run)
+        spec = next(s for p, s in pipeline.leaves() if p == step.path)
+        run_id, step_id = run.id, step.id
+
+        async def finish(outcome: StepOutcome) -> bool:
+            return await self.finish_step(run_id, step_id, outcome)
+
+        async def update(**fields: Any) -> None:
+            await self.update_step(run_id, step_id, **fields)
+
+        return StepContext(
+            run_id=run.id, step_id=step.id, step_name=step.name, attempt=step.attempt,
+            spec=spec, pipeline=pipeline, parameters=dict(run.parameters),
+            triggered_by=run.triggered_by, external_id=step.external_id,
+            external_url=step.external_url, external_state=step.external_state,
+            finish=finish, update=update,
+        )
+
+    async def finish_step(self, run_id: int, step_id: int, outcome: StepOutcome) -> bool:
+        """End an active step (compare-and-set) and move its run on. False if already ended."""
+        async with self._locks.hold(run_id) as took:
+            run = await store.read_run(run_id)
+            if run is None:
+                return False
+            steps = await store.read_steps(run_id)
+            step = next((s for s in steps if s.id == step_id), None)
+            if step is None:
+                return False
+            won = await self._end_step(run, steps, step, outcome)
+        if won and took:
+            await self.drive(run_id)
+        return won
+
+    async def update_step(self, run_id: int, step_id: int, **fields: Any) -> None:
+        """Store non-status fields of a step; announce those a person would see."""
+        run = await store.read_run(run_id)
+        if run is None:
+            return
+        steps = await store.read_steps(run_id)
+        step = next((s for s in steps if s.id == step_id), None)
+        if step is None:
+            return
+        visible = "external_url" in fields and fields["external_url"] != step.external_url
+        async with in_transaction() as conn:
+            await store.update_step_fields(step, conn, **fields)
+            event = StepUpdated(run=store.run_snapshot(run, steps), step=store.step_snapshot(step))
+            if visible:
+                await self._publish(event, conn)
+        if visible:
+            await self.bus.publish(event)
+
+    # ---- background work, recovery, waiting --------------------------------
+
+    def spawn(self, coro: Awaitable[Any]) -> None:
+        async def guarded() -> None:
+            try:
+                await coro
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("engine task failed")
+
+        task = asyncio.ensure_future(guarded())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def recover(self) -> int:
+        """Continue every run a previous process left active. Returns how many."""
+        run_ids = await store.active_run_ids()
+        for run_id in run_ids:
+            try:
+                await self._recover_run(run_id)
+            except Exception:
+                log.exception("run %s: recovery failed", run_id)
+        return len(run_ids)
+
+    async def _recover_run(self, run_id: int) -> None:
+        run = await store.read_run(run_id)
+        if run is None:
+            return
+        for step in await store.read_steps(run_id):
+            if step.status not in (StepStatus.RUNNING, StepStatus.WAITING_APPROVAL):
+                continue
+            executor = self.executors.get(step.kind)
+            if executor is None:
+                await self.finish_step(
+                    run_id, step.id, StepOutcome(StepStatus.FAILED, reason="interrupted by restart")
+                )
+            else:
+                await executor.recover(self._context(run, step))
+        await self.drive(run_id)
+
+    async def run_until_idle(self, timeout: float = 60.0) -> None:
+        """Wait until no engine or executor work is in flight (tests, CLI)."""
+        async def settle() -> None:
+            for _ in range(10_000):
+                if self._tasks:
+                    await asyncio.gather(*list(self._tasks), return_exceptions=True)
+                for hook in self._idle_hooks:
+                    await hook()
+                await asyncio.sleep(0)
+                if not self._tasks:
+                    return
+
+        await asyncio.wait_for(settle(), timeout=timeout)
+
+    async def wait_finished(self, run_id: int, timeout: float | None = None) -> RunSnapshot:
+        event = self._finished.setdefault(run_id, asyncio.Event())
+        snapshot = await self.snapshot(run_id)
+        if snapshot.status not in RUN_TERMINAL:
+            await asyncio.wait_for(event.wait(), timeout=timeout)
+            snapshot = await self.snapshot(run_id)
+        self._finished.pop(run_id, None)
+        return snapshot
+
+    def _on_event(self, event: Event) -> None:
+        if isinstance(event, RunFinished):
+            waiter = self._finished.get(event.run.id)
+            if waiter is not None:
+                waiter.set()
+            self._pinned.pop(event.run.id, None)
+            self._locks.forget(event.run.id)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)

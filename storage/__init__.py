@@ -1,0 +1,1 @@
+"""Storage: Tortoise models and plain async query functions (compare-and-set updates)."""

@@ -1,0 +1,169 @@
+"""Tortoise models (ARCHITECTURE.md "Data").
+
+Statuses are written only through the compare-and-set functions in
+``storage/runs.py``; a change violates this when it assigns ``status`` on a
+model instance and calls ``save()``.
+"""
+
+from __future__ import annotations
+
+from tortoise import fields
+from tortoise.models import Model
+
+
+class CICDTool(Model):
+    id = fields.IntField(primary_key=True)
+    name = fields.CharField(max_length=64, unique=True)
+    kind = fields.CharField(max_length=32, default="jenkins")
+    url = fields.CharField(max_length=512)
+    username = fields.CharField(max_length=128, default="")
+    # Never logged, posted or returned by the API.
+    token = fields.CharField(max_length=512, default="")
+    status = fields.CharField(max_length=16, default="active")
+    last_health_at = fields.DatetimeField(null=True)
+    last_health_ok = fields.BooleanField(null=True)
+    last_health_error = fields.TextField(null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "cicd_tool"
+
+
+class Run(Model):
+    id = fields.IntField(primary_key=True)
+    pipeline = fields.CharField(max_length=80, db_index=True)
+    definition = fields.JSONField()
+    parameters = fields.JSONField()
+    status = fields.CharField(max_length=24, db_index=True, default="pending")
+    trigger_type = fields.CharField(max_length=16, default="manual")
+    triggered_by = fields.CharField(max_length=64, default="")
+    source = fields.CharField(max_length=16, default="cli")
+    cicd_tool_id = fields.IntField(null=True)
+    channel_id = fields.CharField(max_length=32, null=True)
+    thread_ts = fields.CharField(max_length=32, null=True)
+    reason = fields.TextField(null=True)
+    failed_step = fields.CharField(max_length=80, null=True)
+    cancel_requested_by = fields.CharField(max_length=64, null=True)
+    cancel_requested_at = fields.DatetimeField(null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    started_at = fields.DatetimeField(null=True)
+    finished_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "run"
+
+
+class StepRun(Model):
+    id = fields.IntField(primary_key=True)
+    run: fields.ForeignKeyRelation[Run] = fields.ForeignKeyField(
+        "models.Run", related_name="steps", on_delete=fields.CASCADE
+    )
+    run_id: int
+    path = fields.CharField(max_length=16)
+    position = fields.IntField()
+    name = fields.CharField(max_length=80)
+    kind = fields.CharField(max_length=16)
+    status = fields.CharField(max_length=24, default="pending")
+    exit_code = fields.IntField(null=True)
+    reason = fields.TextField(null=True)
+    log = fields.TextField(default="")
+    log_tail = fields.TextField(default="")
+    log_dropped = fields.BigIntField(default=0)
+    external_id = fields.CharField(max_length=256, null=True)
+    external_url = fields.CharField(max_length=1024, null=True)
+    external_state = fields.JSONField(null=True)
+    attempt = fields.IntField(default=0)
+    started_at = fields.DatetimeField(null=True)
+    finished_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "step_run"
+        unique_together = (("run", "path"),)
+
+
+class Approval(Model):
+    id = fields.IntField(primary_key=True)
+    step: fields.OneToOneRelation[StepRun] = fields.OneToOneField(
+        "models.StepRun", related_name="approval", on_delete=fields.CASCADE
+    )
+    step_id: int
+    run_id = fields.IntField(db_index=True)
+    approvers = fields.JSONField()
+    required = fields.IntField(default=1)
+    allow_self_approval = fields.BooleanField(default=False)
+    requested_by = fields.CharField(max_length=64, default="")
+    expires_at = fields.DatetimeField(null=True)
+    outcome = fields.CharField(max_length=16, null=True)
+    decided_at = fields.DatetimeField(null=True)
+    message_ts = fields.CharField(max_length=32, null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "approval"
+
+
+class ApprovalDecision(Model):
+    id = fields.IntField(primary_key=True)
+    approval: fields.ForeignKeyRelation[Approval] = fields.ForeignKeyField(
+        "models.Approval", related_name="decisions", on_delete=fields.CASCADE
+    )
+    approval_id: int
+    user_id = fields.CharField(max_length=64)
+    decision = fields.CharField(max_length=16)
+    comment = fields.TextField(null=True)
+    decided_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "approval_decision"
+        unique_together = (("approval", "user_id"),)
+
+
+class OutboxMessage(Model):
+    """A Slack message a state change caused, stored in the change's transaction."""
+
+    id = fields.IntField(primary_key=True)
+    channel = fields.CharField(max_length=32, db_index=True)
+    kind = fields.CharField(max_length=32)
+    run_id = fields.IntField(null=True, db_index=True)
+    step_id = fields.IntField(null=True)
+    # Rows sharing a coalesce key (e.g. the root card of one run) collapse to the latest.
+    coalesce_key = fields.CharField(max_length=64, null=True, db_index=True)
+    payload = fields.JSONField()
+    state = fields.CharField(max_length=16, default="pending", db_index=True)
+    attempts = fields.IntField(default=0)
+    next_attempt_at = fields.DatetimeField(null=True)
+    last_error = fields.TextField(null=True)
+    result_ts = fields.CharField(max_length=32, null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    sent_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "outbox_message"
+
+
+class JenkinsJob(Model):
+    id = fields.IntField(primary_key=True)
+    tool: fields.ForeignKeyRelation[CICDTool] = fields.ForeignKeyField(
+        "models.CICDTool", related_name="jobs", on_delete=fields.CASCADE
+    )
+    tool_id: int
+    full_name = fields.CharField(max_length=512)
+    url = fields.CharField(max_length=1024)
+    buildable = fields.BooleanField(default=True)
+    parameters = fields.JSONField(default=list)
+    synced_at = fields.DatetimeField()
+
+    class Meta:
+        table = "jenkins_job"
+        unique_together = (("tool", "full_name"),)
+
+
+class SeenEvent(Model):
+    """Slack Events API deliveries already handled (Slack retries them)."""
+
+    event_id = fields.CharField(max_length=64, primary_key=True)
+    seen_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "seen_event"

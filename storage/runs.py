@@ -1,0 +1,179 @@
+"""Runs and step runs: create, read, and compare-and-set status changes.
+
+Every status change is ``UPDATE … WHERE id = ? AND status IN (…)`` and reports
+whether it won (ARCHITECTURE.md decision 1). A change violates this when it
+sets a status read earlier without the ``status IN`` guard.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+
+from engine.events import RunSnapshot, StepSnapshot
+from engine.state import RunStatus, StepStatus, run_sources, step_sources
+from storage.models import Run, StepRun
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def create_run(
+    *,
+    pipeline: str,
+    definition: dict[str, Any],
+    parameters: dict[str, str],
+    steps: Iterable[tuple[str, str, str]],
+    trigger_type: str,
+    triggered_by: str,
+    source: str,
+    channel_id: str | None,
+    cicd_tool_id: int | None,
+    conn: BaseDBAsyncClient,
+) -> tuple[Run, list[StepRun]]:
+    """Create a pending run and its pending steps (``(path, name, kind)``) in ``conn``."""
+    run = await Run.create(
+        pipeline=pipeline,
+        definition=definition,
+        parameters=parameters,
+        status=RunStatus.PENDING.value,
+        trigger_type=trigger_type,
+        triggered_by=triggered_by,
+        source=source,
+        channel_id=channel_id,
+        cicd_tool_id=cicd_tool_id,
+        using_db=conn,
+    )
+    rows = [
+        StepRun(run_id=run.id, path=path, position=i, name=name, kind=kind)
+        for i, (path, name, kind) in enumerate(steps)
+    ]
+    await StepRun.bulk_create(rows, using_db=conn)
+    created = await StepRun.filter(run_id=run.id).using_db(conn).order_by("position")
+    return run, list(created)
+
+
+async def read_run(run_id: int, conn: BaseDBAsyncClient | None = None) -> Run | None:
+    query = Run.filter(id=run_id)
+    if conn is not None:
+        query = query.using_db(conn)
+    return await query.first()
+
+
+async def read_steps(run_id: int, conn: BaseDBAsyncClient | None = None) -> list[StepRun]:
+    query = StepRun.filter(run_id=run_id).order_by("position")
+    if conn is not None:
+        query = query.using_db(conn)
+    return list(await query)
+
+
+async def set_run_status(
+    run: Run,
+    proposed: RunStatus,
+    conn: BaseDBAsyncClient,
+    **fields: Any,
+) -> bool:
+    """Move ``run`` to ``proposed`` if its stored status still allows it; update ``run``."""
+    sources = [s.value for s in run_sources(proposed)]
+    changes: dict[str, Any] = {"status": proposed.value, **fields}
+    count = await Run.filter(id=run.id, status__in=sources).using_db(conn).update(**changes)
+    if count:
+        for key, value in changes.items():
+            setattr(run, key, value)
+    return bool(count)
+
+
+async def set_step_status(
+    step: StepRun,
+    proposed: StepStatus,
+    conn: BaseDBAsyncClient,
+    *,
+    expected: Iterable[StepStatus] | None = None,
+    **fields: Any,
+) -> bool:
+    """Move ``step`` to ``proposed`` if its stored status is one of ``expected``.
+
+    ``expected`` defaults to every status from which ``proposed`` is allowed.
+    """
+    allowed = step_sources(proposed)
+    sources = [s.value for s in (expected if expected is not None else allowed) if s in allowed]
+    changes: dict[str, Any] = {"status": proposed.value, **fields}
+    count = await StepRun.filter(id=step.id, status__in=sources).using_db(conn).update(**changes)
+    if count:
+        for key, value in changes.items():
+            setattr(step, key, value)
+    return bool(count)
+
+
+async def update_step_fields(step: StepRun, conn: BaseDBAsyncClient, **fields: Any) -> None:
+    """Change a step's non-status fields (external ids, log)."""
+    await StepRun.filter(id=step.id).using_db(conn).update(**fields)
+    for key, value in fields.items():
+        setattr(step, key, value)
+
+
+async def request_cancel(run: Run, by: str, conn: BaseDBAsyncClient) -> bool:
+    """Mark an active run as cancelling, once: the second request finds it marked."""
+    active = [RunStatus.PENDING.value, RunStatus.RUNNING.value, RunStatus.WAITING_APPROVAL.value]
+    stamp = now()
+    count = await (
+        Run.filter(id=run.id, status__in=active, cancel_requested_at__isnull=True)
+        .using_db(conn)
+        .update(cancel_requested_at=stamp, cancel_requested_by=by)
+    )
+    if count:
+        run.cancel_requested_at = stamp
+        run.cancel_requested_by = by
+    return bool(count)
+
+
+async def active_run_ids() -> list[int]:
+    active = [RunStatus.PENDING.value, RunStatus.RUNNING.value, RunStatus.WAITING_APPROVAL.value]
+    return list(await Run.filter(status__in=active).order_by("id").values_list("id", flat=True))
+
+
+async def set_thread(run_id: int, channel_id: str, thread_ts: str) -> None:
+    await Run.filter(id=run_id, thread_ts__isnull=True).update(
+        channel_id=channel_id, thread_ts=thread_ts
+    )
+
+
+def step_snapshot(step: StepRun) -> StepSnapshot:
+    return StepSnapshot(
+        id=step.id,
+        path=step.path,
+        name=step.name,
+        kind=step.kind,
+        status=StepStatus(step.status),
+        started_at=step.started_at,
+        finished_at=step.finished_at,
+        exit_code=step.exit_code,
+        reason=step.reason,
+        log_tail=step.log_tail,
+        external_url=step.external_url,
+    )
+
+
+def run_snapshot(run: Run, steps: Iterable[StepRun]) -> RunSnapshot:
+    return RunSnapshot(
+        id=run.id,
+        pipeline=run.pipeline,
+        status=RunStatus(run.status),
+        parameters=dict(run.parameters),
+        trigger_type=run.trigger_type,
+        triggered_by=run.triggered_by,
+        source=run.source,
+        channel_id=run.channel_id,
+        thread_ts=run.thread_ts,
+        reason=run.reason,
+        failed_step=run.failed_step,
+        created_at=run.created_at,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        steps=tuple(step_snapshot(s) for s in steps),
+        definition=dict(run.definition),
+    )
