@@ -1,0 +1,51 @@
+"""``ansflow serve``: the whole service in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from aiohttp import web
+
+from ansflow.app import build_app
+from ansflow.settings import Settings
+from storage.db import DatabaseError
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(Exception):
+    """Something a person must fix before the service can start; one line."""
+
+
+async def _serve(settings: Settings) -> None:
+    app = build_app(settings)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise StartupError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from None
+    log.info("ansflow listening on http://%s:%s", settings.host, settings.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await runner.cleanup()
+
+
+def serve(settings: Settings) -> int:
+    try:
+        asyncio.run(_serve(settings))
+    except (DatabaseError, StartupError) as exc:
+        print(f"ansflow: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,1 @@
+"""REST API (JWT) and WebSocket of live events."""
