@@ -30,9 +30,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 def build_app(settings: Settings, *, workdir: Path | None = None) -> web.Application:
+    from ansflow.jenkins_setup import setup_jenkins
     from api.setup import setup_api
     from bot.setup import setup_slack
-    from ansflow.jenkins_setup import setup_jenkins
 
     app = web.Application(client_max_size=1024 * 1024)
     core = build_core(settings, workdir=workdir)

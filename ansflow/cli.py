@@ -98,7 +98,8 @@ def _optional(module: str, function: str) -> Callable[[argparse.Namespace], int]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="ansflow", description="Run delivery pipelines from Slack, the terminal and a REST API."
+        prog="ansflow",
+        description="Run delivery pipelines from Slack, the terminal and a REST API.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -59,7 +59,9 @@ def render(run: RunSnapshot) -> Table:
     for step in run.steps:
         mark, style = STYLE[step.status]
         table.add_row(
-            Text(mark, style=style), step.name, Text(step.status.value, style=style),
+            Text(mark, style=style),
+            step.name,
+            Text(step.status.value, style=style),
             _seconds(step.started_at, step.finished_at),
         )
     return table
@@ -116,7 +118,11 @@ async def _run_with_core(
         if plain and isinstance(event, StepStarted | StepFinished) and event.step is not None:
             step = event.step
             mark, _ = STYLE[step.status]
-            took = _seconds(step.started_at, step.finished_at) if isinstance(event, StepFinished) else ""
+            took = (
+                _seconds(step.started_at, step.finished_at)
+                if isinstance(event, StepFinished)
+                else ""
+            )
             console.print(f"{mark} {step.name}: {step.status.value} {took}".rstrip(), markup=False)
         if isinstance(event, RunFinished):
             latest["done"] = event.run
@@ -151,8 +157,13 @@ async def _run_with_core(
 
 
 async def _follow(
-    engine: Engine, run_id: int, latest: dict[str, RunSnapshot], interrupted: asyncio.Event,
-    console: Console, plain: bool, user: str,
+    engine: Engine,
+    run_id: int,
+    latest: dict[str, RunSnapshot],
+    interrupted: asyncio.Event,
+    console: Console,
+    plain: bool,
+    user: str,
 ) -> RunSnapshot:
     finished = asyncio.ensure_future(engine.wait_finished(run_id))
     cancel_sent = False
@@ -161,7 +172,9 @@ async def _follow(
     with live if live is not None else contextlib.nullcontext():
         while not finished.done():
             waiter = asyncio.ensure_future(interrupted.wait())
-            await asyncio.wait({finished, waiter}, timeout=0.125, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {finished, waiter}, timeout=0.125, return_when=asyncio.FIRST_COMPLETED
+            )
             waiter.cancel()
             if interrupted.is_set() and not cancel_sent:
                 cancel_sent = True

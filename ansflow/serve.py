@@ -29,7 +29,9 @@ async def _serve(settings: Settings) -> None:
         await site.start()
     except OSError as exc:
         await runner.cleanup()
-        raise StartupError(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}") from None
+        raise StartupError(
+            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
+        ) from None
     log.info("ansflow listening on http://%s:%s", settings.host, settings.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -64,8 +64,10 @@ class Settings(BaseSettings):
     @field_validator("slack_app_token")
     @classmethod
     def _check_app_token(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and value.get_secret_value() and not value.get_secret_value().startswith(
-            "xapp-"
+        if (
+            value is not None
+            and value.get_secret_value()
+            and not value.get_secret_value().startswith("xapp-")
         ):
             raise ValueError("must be an app-level token starting with xapp-")
         return value
@@ -124,7 +126,11 @@ def _db_password(url: str) -> str | None:
 
 
 _ALIASES = {
-    name: (field.validation_alias.choices[0] if isinstance(field.validation_alias, AliasChoices) else name)
+    name: (
+        field.validation_alias.choices[0]
+        if isinstance(field.validation_alias, AliasChoices)
+        else name
+    )
     for name, field in Settings.model_fields.items()
 }
 

@@ -53,9 +53,7 @@ class RunNotFound(UserError):
 
 class StepNotFound(UserError):
     def __init__(self, run_id: int, step: str, names: list[str]) -> None:
-        super().__init__(
-            f"Run {run_id} has no step named `{step}`. Its steps: {', '.join(names)}."
-        )
+        super().__init__(f"Run {run_id} has no step named `{step}`. Its steps: {', '.join(names)}.")
 
 
 class Conflict(UserError):

@@ -34,7 +34,8 @@ def resolve_parameters(pipeline: Pipeline, given: dict[str, str]) -> dict[str, s
     if unknown:
         valid = ", ".join(sorted(declared)) or "none"
         raise InvalidParameter(
-            f"Unknown parameter {', '.join(unknown)} for `{pipeline.name}`. Valid parameters: {valid}.",
+            f"Unknown parameter {', '.join(unknown)} for `{pipeline.name}`. "
+            f"Valid parameters: {valid}.",
             unknown[0],
         )
     resolved: dict[str, str] = {}

@@ -26,7 +26,10 @@ def run_refusal(pipeline: Pipeline, actor: Actor, admins: frozenset[str]) -> str
     if actor.trusted or actor.user_id in admins:
         return None
     if pipeline.allowed_users is not None and actor.user_id not in pipeline.allowed_users:
-        return f"You are not allowed to run `{pipeline.name}`. Ask one of its allowed users or an admin."
+        return (
+            f"You are not allowed to run `{pipeline.name}`. "
+            "Ask one of its allowed users or an admin."
+        )
     if (
         pipeline.allowed_channels is not None
         and actor.channel_id is not None

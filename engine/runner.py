@@ -90,7 +90,9 @@ class Engine:
         self._idle_hooks: list[Callable[[], Awaitable[None]]] = []
         bus.subscribe(self._on_event)
 
-    def register(self, executor: Executor, idle: Callable[[], Awaitable[None]] | None = None) -> None:
+    def register(
+        self, executor: Executor, idle: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
         self.executors[executor.kind] = executor
         if idle is not None:
             self._idle_hooks.append(idle)
@@ -106,7 +108,7 @@ class Engine:
         parameters = resolve_parameters(pipeline, request.parameters)
         await self._check_tools(pipeline, request.cicd_tool_id)
         async with in_transaction() as conn:
-            run, steps = await store.create_run(
+            run, _ = await store.create_run(
                 pipeline=pipeline.name,
                 definition=pipeline.model_dump(mode="json"),
                 parameters=parameters,
@@ -123,7 +125,9 @@ class Engine:
         return await self.snapshot(run.id)
 
     async def _check_tools(self, pipeline: Pipeline, tool_id: int | None) -> None:
-        names = {spec.jenkins.tool for _, spec in pipeline.leaves() if isinstance(spec, JenkinsSpec)}
+        names = {
+            spec.jenkins.tool for _, spec in pipeline.leaves() if isinstance(spec, JenkinsSpec)
+        }
         if tool_id is not None:
             tool = await CICDTool.filter(id=tool_id).first()
             if tool is None:
@@ -146,7 +150,9 @@ class Engine:
         if refusal:
             raise NotAllowed(refusal)
         if RunStatus(run.status) in RUN_TERMINAL:
-            raise Conflict(f"Run {run_id} already ended ({run.status}); there is nothing to cancel.")
+            raise Conflict(
+                f"Run {run_id} already ended ({run.status}); there is nothing to cancel."
+            )
         async with self._locks.hold(run_id):
             steps = await store.read_steps(run_id)
             async with in_transaction() as conn:
@@ -206,7 +212,9 @@ class Engine:
         if run.status == RunStatus.PENDING and decided.outcome is None:
             await self._set_run(run, steps, RunStatus.RUNNING, RunStarted, started_at=store.now())
         for path in decided.skip:
-            changed |= await self._end_step(run, steps, by_path[path], StepOutcome(StepStatus.SKIPPED))
+            changed |= await self._end_step(
+                run, steps, by_path[path], StepOutcome(StepStatus.SKIPPED)
+            )
         for path in decided.cancel:
             changed |= await self._cancel_step(run, steps, by_path[path])
         for path in decided.start:
@@ -223,8 +231,12 @@ class Engine:
         await self.bus.publish_in_tx(event, conn)
 
     async def _set_run(
-        self, run: Run, steps: list[StepRun], status: RunStatus,
-        event_type: type[Event], **fields: Any,
+        self,
+        run: Run,
+        steps: list[StepRun],
+        status: RunStatus,
+        event_type: type[Event],
+        **fields: Any,
     ) -> bool:
         async with in_transaction() as conn:
             won = await store.set_run_status(run, status, conn, **fields)
@@ -247,7 +259,11 @@ class Engine:
                 fields["failed_step"] = failed.name
                 fields["reason"] = failed.reason or f"step {failed.name} failed"
         elif outcome == RunStatus.CANCELLED:
-            fields["reason"] = f"cancelled by {run.cancel_requested_by}" if run.cancel_requested_by else "cancelled"
+            fields["reason"] = (
+                f"cancelled by {run.cancel_requested_by}"
+                if run.cancel_requested_by
+                else "cancelled"
+            )
         await self._set_run(run, steps, outcome, RunFinished, **fields)
 
     async def _start_step(self, run: Run, steps: list[StepRun], step: StepRun) -> bool:
@@ -256,8 +272,12 @@ class Engine:
             executor = NotSupportedExecutor(step.kind, f"no executor for {step.kind} steps")
         async with in_transaction() as conn:
             won = await store.set_step_status(
-                step, executor.started_status, conn,
-                expected=[StepStatus.PENDING], started_at=store.now(), attempt=step.attempt + 1,
+                step,
+                executor.started_status,
+                conn,
+                expected=[StepStatus.PENDING],
+                started_at=store.now(),
+                attempt=step.attempt + 1,
             )
             event = StepStarted(run=store.run_snapshot(run, steps), step=store.step_snapshot(step))
             if won:
@@ -286,14 +306,18 @@ class Engine:
         if outcome.reason is not None:
             fields["reason"] = outcome.reason
         if outcome.log is not None:
-            fields.update(log=outcome.log, log_tail=tail_of(outcome.log), log_dropped=outcome.log_dropped)
+            fields.update(
+                log=outcome.log, log_tail=tail_of(outcome.log), log_dropped=outcome.log_dropped
+            )
         if outcome.external_url is not None:
             fields["external_url"] = outcome.external_url
         expected = (
             [StepStatus.PENDING] if outcome.status == StepStatus.SKIPPED else list(STEP_ACTIVE)
         )
         async with in_transaction() as conn:
-            won = await store.set_step_status(step, outcome.status, conn, expected=expected, **fields)
+            won = await store.set_step_status(
+                step, outcome.status, conn, expected=expected, **fields
+            )
             event = StepFinished(run=store.run_snapshot(run, steps), step=store.step_snapshot(step))
             if won:
                 await self._publish(event, conn)
@@ -313,11 +337,19 @@ class Engine:
             await self.update_step(run_id, step_id, **fields)
 
         return StepContext(
-            run_id=run.id, step_id=step.id, step_name=step.name, attempt=step.attempt,
-            spec=spec, pipeline=pipeline, parameters=dict(run.parameters),
-            triggered_by=run.triggered_by, external_id=step.external_id,
-            external_url=step.external_url, external_state=step.external_state,
-            finish=finish, update=update,
+            run_id=run.id,
+            step_id=step.id,
+            step_name=step.name,
+            attempt=step.attempt,
+            spec=spec,
+            pipeline=pipeline,
+            parameters=dict(run.parameters),
+            triggered_by=run.triggered_by,
+            external_id=step.external_id,
+            external_url=step.external_url,
+            external_state=step.external_state,
+            finish=finish,
+            update=update,
         )
 
     async def finish_step(self, run_id: int, step_id: int, outcome: StepOutcome) -> bool:
@@ -396,6 +428,7 @@ class Engine:
 
     async def run_until_idle(self, timeout: float = 60.0) -> None:
         """Wait until no engine or executor work is in flight (tests, CLI)."""
+
         async def settle() -> None:
             for _ in range(10_000):
                 if self._tasks:

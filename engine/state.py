@@ -62,8 +62,13 @@ RUN_ALLOWED: dict[RunStatus, frozenset[RunStatus]] = {
 
 STEP_ALLOWED: dict[StepStatus, frozenset[StepStatus]] = {
     StepStatus.PENDING: frozenset(
-        {StepStatus.RUNNING, StepStatus.WAITING_APPROVAL, StepStatus.SKIPPED,
-         StepStatus.FAILED, StepStatus.CANCELLED}
+        {
+            StepStatus.RUNNING,
+            StepStatus.WAITING_APPROVAL,
+            StepStatus.SKIPPED,
+            StepStatus.FAILED,
+            StepStatus.CANCELLED,
+        }
     ),
     StepStatus.RUNNING: frozenset({StepStatus.SUCCESS, StepStatus.FAILED, StepStatus.CANCELLED}),
     StepStatus.WAITING_APPROVAL: frozenset(

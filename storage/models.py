@@ -7,6 +7,8 @@ model instance and calls ``save()``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from tortoise import fields
 from tortoise.models import Model
 
@@ -33,8 +35,8 @@ class CICDTool(Model):
 class Run(Model):
     id = fields.IntField(primary_key=True)
     pipeline = fields.CharField(max_length=80, db_index=True)
-    definition = fields.JSONField()
-    parameters = fields.JSONField()
+    definition: fields.JSONField[Any] = fields.JSONField()
+    parameters: fields.JSONField[Any] = fields.JSONField()
     status = fields.CharField(max_length=24, db_index=True, default="pending")
     trigger_type = fields.CharField(max_length=16, default="manual")
     triggered_by = fields.CharField(max_length=64, default="")
@@ -72,7 +74,7 @@ class StepRun(Model):
     log_dropped = fields.BigIntField(default=0)
     external_id = fields.CharField(max_length=256, null=True)
     external_url = fields.CharField(max_length=1024, null=True)
-    external_state = fields.JSONField(null=True)
+    external_state: fields.JSONField[Any] = fields.JSONField(null=True)
     attempt = fields.IntField(default=0)
     started_at = fields.DatetimeField(null=True)
     finished_at = fields.DatetimeField(null=True)
@@ -89,7 +91,7 @@ class Approval(Model):
     )
     step_id: int
     run_id = fields.IntField(db_index=True)
-    approvers = fields.JSONField()
+    approvers: fields.JSONField[Any] = fields.JSONField()
     required = fields.IntField(default=1)
     allow_self_approval = fields.BooleanField(default=False)
     requested_by = fields.CharField(max_length=64, default="")
@@ -129,7 +131,7 @@ class OutboxMessage(Model):
     step_id = fields.IntField(null=True)
     # Rows sharing a coalesce key (e.g. the root card of one run) collapse to the latest.
     coalesce_key = fields.CharField(max_length=64, null=True, db_index=True)
-    payload = fields.JSONField()
+    payload: fields.JSONField[Any] = fields.JSONField()
     state = fields.CharField(max_length=16, default="pending", db_index=True)
     attempts = fields.IntField(default=0)
     next_attempt_at = fields.DatetimeField(null=True)
@@ -151,7 +153,7 @@ class JenkinsJob(Model):
     full_name = fields.CharField(max_length=512)
     url = fields.CharField(max_length=1024)
     buildable = fields.BooleanField(default=True)
-    parameters = fields.JSONField(default=list)
+    parameters: fields.JSONField[Any] = fields.JSONField(default=list)
     synced_at = fields.DatetimeField()
 
     class Meta:

@@ -133,7 +133,8 @@ async def request_cancel(run: Run, by: str, conn: BaseDBAsyncClient) -> bool:
 
 async def active_run_ids() -> list[int]:
     active = [RunStatus.PENDING.value, RunStatus.RUNNING.value, RunStatus.WAITING_APPROVAL.value]
-    return list(await Run.filter(status__in=active).order_by("id").values_list("id", flat=True))
+    rows = await Run.filter(status__in=active).order_by("id").values_list("id", flat=True)
+    return [int(row) for row in rows]  # type: ignore[call-overload]
 
 
 async def set_thread(run_id: int, channel_id: str, thread_ts: str) -> None:

@@ -1,4 +1,7 @@
-"""Config for Tortoise's own CLI (``tortoise -c storage.tortoise_conf.TORTOISE_ORM makemigrations``)."""
+"""Config for Tortoise's own CLI.
+
+    tortoise -c storage.tortoise_conf.TORTOISE_ORM makemigrations
+"""
 
 import os
 

@@ -41,9 +41,7 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def database_url(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[str]:
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     """Each test using this runs twice: on SQLite and on PostgreSQL."""
     if request.param == "sqlite":
         yield f"sqlite://{tmp_path / 'ansflow.db'}"

@@ -137,7 +137,9 @@ class ShellExecutor:
         output = BoundedLog()
         try:
             process = await asyncio.create_subprocess_exec(
-                "/bin/sh", "-c", spec.run,
+                "/bin/sh",
+                "-c",
+                spec.run,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
@@ -161,8 +163,11 @@ class ShellExecutor:
         await ctx.finish(outcome)
 
     async def _follow(
-        self, process: asyncio.subprocess.Process, running: _Running,
-        output: BoundedLog, timeout: float,
+        self,
+        process: asyncio.subprocess.Process,
+        running: _Running,
+        output: BoundedLog,
+        timeout: float,
     ) -> StepOutcome:
         assert process.stdout is not None
         reader = asyncio.create_task(_read_all(process.stdout, output))
@@ -187,7 +192,11 @@ class ShellExecutor:
             return StepOutcome(StepStatus.FAILED, code, reason, text, output.dropped)
         if code == 0:
             return StepOutcome(StepStatus.SUCCESS, 0, None, text, output.dropped)
-        reason = f"exited with {code}" if code is not None and code >= 0 else f"killed by signal {-(code or 0)}"
+        reason = (
+            f"exited with {code}"
+            if code is not None and code >= 0
+            else f"killed by signal {-(code or 0)}"
+        )
         return StepOutcome(StepStatus.FAILED, code, reason, text, output.dropped)
 
 

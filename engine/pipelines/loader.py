@@ -59,8 +59,7 @@ def _describe(error: dict[str, Any]) -> tuple[tuple[int | str, ...], str]:
     # Drop pydantic's discriminator tags ('run', 'approval', ...) from the location.
     raw = tuple(error["loc"])
     loc = tuple(
-        p for i, p in enumerate(raw)
-        if not (p in _TAGS and i > 0 and isinstance(raw[i - 1], int))
+        p for i, p in enumerate(raw) if not (p in _TAGS and i > 0 and isinstance(raw[i - 1], int))
     )
     path = ".".join(str(p) for p in loc)
     message = str(error["msg"]).removeprefix("Value error, ")
@@ -80,7 +79,9 @@ def parse_pipeline(text: str, path: Path) -> tuple[Pipeline | None, list[FilePro
         problem = getattr(exc, "problem", None) or str(exc)
         return None, [FileProblem(path, line, f"YAML syntax error: {problem}")]
     if not isinstance(data, dict):
-        return None, [FileProblem(path, 1, "a pipeline file holds one mapping (name:, steps:, ...)")]
+        return None, [
+            FileProblem(path, 1, "a pipeline file holds one mapping (name:, steps:, ...)")
+        ]
     try:
         return Pipeline.model_validate(data), []
     except ValidationError as exc:

@@ -168,6 +168,7 @@ StageSpec = Annotated[
     BeforeValidator(_tag_kind),
 ]
 
+
 class Pipeline(_Strict):
     name: str = Field(pattern=PIPELINE_NAME, max_length=80)
     description: str | None = None
