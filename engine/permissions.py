@@ -73,3 +73,18 @@ def approval_refusal(spec: ApprovalSpec, started_by: str, actor: Actor) -> str |
     if actor.user_id == started_by and not spec.approval.allow_self_approval:
         return "You started this run, so you cannot approve it yourself."
     return None
+
+
+def may_view(
+    pipeline: Pipeline, started_by: str, actor: Actor, admins: frozenset[str]
+) -> bool:
+    """May ``actor`` see a run of ``pipeline`` started by ``started_by`` (API, WebSocket)?
+
+    Admins see every run; others the runs they started, the runs of pipelines
+    they may run (wherever from) and those they approve.
+    """
+    if actor.trusted or actor.user_id in admins or actor.user_id == started_by:
+        return True
+    if actor.user_id in approvers_of(pipeline):
+        return True
+    return run_refusal(pipeline, Actor(user_id=actor.user_id), admins) is None

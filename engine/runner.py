@@ -84,6 +84,8 @@ class Engine:
             "jenkins": NotSupportedExecutor("jenkins", "jenkins steps are not supported yet"),
         }
         self._locks = RunLocks()
+        # Runs whose steps ended inside their own drive: that drive must plan again.
+        self._redrive: set[int] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pinned: dict[int, Pipeline] = {}
         self._finished: dict[int, asyncio.Event] = {}
@@ -201,7 +203,11 @@ class Engine:
                     [stages[k] for k in sorted(stages)],
                     cancel_requested=run.cancel_requested_at is not None,
                 )
-                if not await self._apply(run, steps, decided):
+                changed = await self._apply(run, steps, decided)
+                if run_id in self._redrive:
+                    self._redrive.discard(run_id)
+                    changed = True
+                if not changed:
                     return
             log.error("run %s: plan did not settle after %s rounds", run_id, MAX_DRIVE_ROUNDS)
 
@@ -365,6 +371,8 @@ class Engine:
             won = await self._end_step(run, steps, step, outcome)
         if won and took:
             await self.drive(run_id)
+        elif won:
+            self._redrive.add(run_id)
         return won
 
     async def update_step(self, run_id: int, step_id: int, **fields: Any) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tortoise import Tortoise, connections
+from tortoise.backends.base.executor import EXECUTOR_CACHE
 from tortoise.context import TortoiseContext
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,9 @@ async def open_db(url: str, *, apply_migrations: bool = True) -> None:
 
 async def close_db() -> None:
     await Tortoise.close_connections()
+    # Tortoise caches SQL text per connection *name*, whatever the dialect; a later
+    # open_db on another kind of database (tests switch SQLite/PostgreSQL) needs it gone.
+    EXECUTOR_CACHE.clear()
 
 
 async def ping() -> bool:

@@ -97,6 +97,8 @@ class ShellExecutor:
             # Not ours (started before a restart and already dead): just end it.
             await ctx.finish(StepOutcome(StepStatus.CANCELLED, reason="cancelled"))
             return
+        if running.cancelled:
+            return
         running.cancelled = True
         task = asyncio.create_task(_terminate(running.process))
         self._tasks.add(task)
@@ -155,12 +157,13 @@ class ShellExecutor:
         try:
             await ctx.update(external_id=str(process.pid))
             outcome = await self._follow(process, running, output, timeout)
+            # Still registered while finishing, so a cancel meanwhile finds it ours.
+            await ctx.finish(outcome)
         except asyncio.CancelledError:
             _kill_group(process.pid, signal.SIGKILL)
             raise
         finally:
             self._running.pop(ctx.step_id, None)
-        await ctx.finish(outcome)
 
     async def _follow(
         self,

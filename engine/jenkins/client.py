@@ -46,6 +46,7 @@ from engine.jenkins.models import (
     job_name_from_url,
     job_path,
     parse_build,
+    parse_job,
     parse_queue_item,
     parse_running,
     queue_number_from_url,
@@ -192,6 +193,13 @@ class JenkinsClient:
             f"reading the console of build #{number} of job '{job}'", _no_build(job, number)
         )
         return await self._call(doing, lambda: self._progressive_sync(job, number, start))
+
+    async def job(self, job: str) -> JobInfo:
+        """One job: buildable, next build number and parameter definitions, in one request."""
+        doing = Doing(f"reading job '{job}'", f"Jenkins has no job '{job}'.", job)
+        path = f"{job_path(job)}api/json?tree={_JOB_FIELDS},nextBuildNumber"
+        data = await self._call(doing, lambda: self._get_json(path))
+        return self._parse(doing, lambda d: parse_job(job.strip("/"), d), data)
 
     async def list_jobs(self) -> list[JobInfo]:
         """Every job (not folders), with folders as `a/b/c`, sorted by name."""

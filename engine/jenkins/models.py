@@ -66,6 +66,7 @@ class JobInfo:
     url: str
     buildable: bool
     parameters: list[ParamDef] = field(default_factory=list)
+    next_build_number: int | None = None
 
 
 def job_path(full_name: str) -> str:
@@ -169,7 +170,14 @@ def parse_job(full_name: str, data: Json) -> JobInfo:
     for prop in data.get("property") or ():
         for definition in (prop or {}).get("parameterDefinitions") or ():
             params.append(_param_def(definition))
-    return JobInfo(full_name, str(data["url"]), bool(data.get("buildable", False)), params)
+    next_number = data.get("nextBuildNumber")
+    return JobInfo(
+        full_name,
+        str(data["url"]),
+        bool(data.get("buildable", False)),
+        params,
+        int(next_number) if next_number is not None else None,
+    )
 
 
 def walk_jobs(prefix: str, jobs: Iterable[Json]) -> tuple[list[JobInfo], list[str]]:

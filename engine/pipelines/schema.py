@@ -199,16 +199,17 @@ class Pipeline(_Strict):
                 raise ValueError(f"parameter name {key!r} is reserved")
         return value
 
-    @model_validator(mode="after")
-    def _unique_step_names(self) -> Pipeline:
+    @field_validator("steps")
+    @classmethod
+    def _unique_step_names(cls, steps: list[StageSpec]) -> list[StageSpec]:
         seen: set[str] = set()
-        for stage in self.steps:
+        for stage in steps:
             leaves = stage.parallel if isinstance(stage, ParallelSpec) else [stage]
             for leaf in leaves:
                 if leaf.name in seen:
                     raise ValueError(f"two steps are named {leaf.name!r}; step names are unique")
                 seen.add(leaf.name)
-        return self
+        return steps
 
     def stages(self) -> list[list[tuple[str, RunSpec | ApprovalSpec | JenkinsSpec]]]:
         """Leaf steps grouped by stage, each with its path (``"2"`` or ``"1.0"``)."""

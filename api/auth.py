@@ -1,0 +1,106 @@
+"""Bearer tokens: HS256 JWTs signed with ``ANSFLOW_JWT_SECRET``.
+
+A token's ``sub`` is the Slack user id the client acts as; ``exp`` is
+required and enforced. Creating and checking tokens is pure (no I/O); the
+middleware turns a request into an :class:`Actor` or a 401.
+
+The token itself is never logged, stored or returned.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import warnings
+
+import jwt
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from api.errors import API_PREFIX, Handler, error_response
+from engine.permissions import Actor
+
+ALGORITHM = "HS256"
+ACTOR: web.RequestKey[Actor] = web.RequestKey("actor", Actor)
+# Tokens may travel in ``?token=`` only where browsers cannot set headers.
+QUERY_TOKEN_PREFIX = "/api/v1/ws/"
+PUBLIC_PATHS = frozenset({"/api/v1/openapi.json"})
+USER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+DISABLED = "The REST API is disabled: set ANSFLOW_JWT_SECRET to enable it."
+
+
+class TokenError(Exception):
+    """Why a token is refused; ``str()`` is fit to return to the client."""
+
+
+def create_token(secret: str, user_id: str, ttl_seconds: int, now: float | None = None) -> str:
+    if not USER_ID.match(user_id):
+        raise TokenError(f"{user_id!r} is not a user id (letters, digits, '_', '.', '@', '-')")
+    issued = int(now if now is not None else time.time())
+    claims = {"sub": user_id, "iat": issued, "exp": issued + ttl_seconds}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", jwt.InsecureKeyLengthWarning)
+        return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def user_of(token: str, secret: str) -> str:
+    """The ``sub`` of a valid token; raises :class:`TokenError` otherwise."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", jwt.InsecureKeyLengthWarning)
+            claims = jwt.decode(
+                token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "sub"]}
+            )
+    except jwt.ExpiredSignatureError:
+        raise TokenError("The token has expired.") from None
+    except jwt.InvalidSignatureError:
+        raise TokenError("The token's signature is not valid.") from None
+    except jwt.MissingRequiredClaimError as exc:
+        raise TokenError(f"The token has no `{exc.claim}` claim.") from None
+    except jwt.PyJWTError:
+        raise TokenError("The token is malformed.") from None
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not USER_ID.match(sub):
+        raise TokenError("The token's `sub` is not a user id.")
+    return sub
+
+
+def token_from(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization")
+    if header is not None:
+        scheme, _, value = header.strip().partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise TokenError("The Authorization header must be `Bearer <token>`.")
+        return value.strip()
+    if request.path.startswith(QUERY_TOKEN_PREFIX):
+        return request.query.get("token") or None
+    return None
+
+
+def auth_middleware(secret: str | None) -> Middleware:
+    @web.middleware
+    async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.path.startswith(API_PREFIX) or request.path in PUBLIC_PATHS:
+            return await handler(request)
+        if secret is None:
+            return _unauthorized(DISABLED, "api_disabled")
+        try:
+            token = token_from(request)
+            if token is None:
+                return _unauthorized("Send `Authorization: Bearer <token>`.")
+            request[ACTOR] = Actor(user_id=user_of(token, secret))
+        except TokenError as exc:
+            return _unauthorized(str(exc))
+        return await handler(request)
+
+    return authenticate
+
+
+def _unauthorized(detail: str, error: str = "unauthorized") -> web.Response:
+    response = error_response(401, detail, error)
+    response.headers["WWW-Authenticate"] = 'Bearer realm="ansflow"'
+    return response
+
+
+def actor_of(request: web.Request) -> Actor:
+    return request[ACTOR]

@@ -1,0 +1,114 @@
+"""JSON errors for the REST API, and the middleware that guarantees them.
+
+Every answer under ``/api/`` that is not a success is ``{"error", "detail"}``
+JSON. A ``UserError`` from the engine maps to its status here, in one table;
+anything else escaping a handler is a bug: logged with a reference id and
+answered with a 500 that says only that.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from engine.errors import (
+    Conflict,
+    InvalidParameter,
+    NotAllowed,
+    PipelineNotFound,
+    RunNotFound,
+    StepNotFound,
+    ToolNotActive,
+    UnknownTool,
+    UserError,
+)
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/"
+TOOL_NOT_ACTIVE = "CI/CD tool is not active"
+
+_SLUGS = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    500: "internal_error",
+}
+
+# Most specific first: ToolNotActive is a Conflict.
+_USER_ERRORS: list[tuple[type[UserError], int]] = [
+    (ToolNotActive, 409),
+    (PipelineNotFound, 404),
+    (RunNotFound, 404),
+    (StepNotFound, 404),
+    (UnknownTool, 404),
+    (InvalidParameter, 400),
+    (NotAllowed, 403),
+    (Conflict, 409),
+]
+
+
+class ApiError(Exception):
+    """Raised by handlers: the status and what to tell the client."""
+
+    def __init__(self, status: int, detail: Any, error: str | None = None, **extra: Any) -> None:
+        super().__init__(str(detail))
+        self.status = status
+        self.detail = detail
+        self.error = error or _SLUGS.get(status, "error")
+        self.extra = extra
+
+
+def error_response(
+    status: int, detail: Any, error: str | None = None, **extra: Any
+) -> web.Response:
+    body = {"error": error or _SLUGS.get(status, "error"), "detail": detail, **extra}
+    return web.json_response(body, status=status)
+
+
+def from_user_error(exc: UserError) -> ApiError:
+    status = next((code for kind, code in _USER_ERRORS if isinstance(exc, kind)), 400)
+    if isinstance(exc, ToolNotActive):
+        return ApiError(409, f"{TOOL_NOT_ACTIVE}: {exc.tool}", TOOL_NOT_ACTIVE, tool=exc.tool)
+    extra: dict[str, Any] = {}
+    if isinstance(exc, InvalidParameter) and exc.parameter is not None:
+        extra["parameter"] = exc.parameter
+    if isinstance(exc, PipelineNotFound) and exc.close_matches:
+        extra["close_matches"] = exc.close_matches
+    return ApiError(status, str(exc), **extra)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if not request.path.startswith(API_PREFIX):
+        return await handler(request)
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.detail, exc.error, **exc.extra)
+    except UserError as exc:
+        err = from_user_error(exc)
+        return error_response(err.status, err.detail, err.error, **err.extra)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        detail = exc.reason if exc.status != 404 else f"No such route: {request.path}"
+        response = error_response(exc.status, detail)
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+    except Exception:
+        ref = uuid.uuid4().hex[:12]
+        log.exception("API bug (ref %s) on %s %s", ref, request.method, request.path)
+        return error_response(500, f"Internal error; reference {ref}.")

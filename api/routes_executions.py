@@ -1,0 +1,103 @@
+"""``/api/v1/cicd/executions/``: create, list, detail, cancel, logs."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from api.auth import actor_of
+from api.body import parse_create
+from api.common import (
+    PipelineCache,
+    approvals_of,
+    core_of,
+    json_object,
+    path_id,
+    visible_run,
+)
+from api.errors import ApiError
+from api.listing import list_runs
+from api.render import execution_json
+from engine.runner import CancelResult, RunRequest
+from storage import runs as store
+
+BASE = "/api/v1/cicd/executions/"
+
+
+def pipeline_names(request: web.Request) -> list[str]:
+    """Every loaded pipeline's name, sorted: ``pipeline_id`` is a 1-based index into it."""
+    return sorted(core_of(request).engine.source.catalog().pipelines)
+
+
+async def create_execution(request: web.Request) -> web.Response:
+    body = parse_create(await json_object(request))
+    name = body.pipeline
+    if body.pipeline_id is not None:
+        names = pipeline_names(request)
+        if body.pipeline_id > len(names):
+            raise ApiError(404, f"There is no pipeline with id {body.pipeline_id}.")
+        by_id = names[body.pipeline_id - 1]
+        if name is not None and name != by_id:
+            raise ApiError(
+                400, f"`pipeline` {name!r} and `pipeline_id` {body.pipeline_id} ({by_id!r}) differ."
+            )
+        name = by_id
+    assert name is not None
+    engine = core_of(request).engine
+    snapshot = await engine.start_run(
+        RunRequest(
+            pipeline=name,
+            parameters=body.parameters,
+            actor=actor_of(request),
+            trigger_type=body.trigger_type,
+            source="api",
+            cicd_tool_id=body.cicd_tool_id,
+        )
+    )
+    return web.json_response(
+        execution_json(snapshot), status=201, headers={"Location": f"{BASE}{snapshot.id}/"}
+    )
+
+
+async def get_execution(request: web.Request) -> web.Response:
+    run, steps = await visible_run(request, path_id(request))
+    snapshot = store.run_snapshot(run, steps)
+    return web.json_response(execution_json(snapshot, await approvals_of(run.id, steps)))
+
+
+async def cancel_execution(request: web.Request) -> web.Response:
+    run_id = path_id(request)
+    engine = core_of(request).engine
+    result = await engine.cancel_run(run_id, actor_of(request))
+    snapshot = await engine.snapshot(run_id)
+    status = 202 if result == CancelResult.REQUESTED else 200
+    return web.json_response(execution_json(snapshot), status=status)
+
+
+async def execution_logs(request: web.Request) -> web.Response:
+    run, steps = await visible_run(request, path_id(request))
+    wanted = request.query.get("step")
+    if wanted is not None:
+        chosen = [s for s in steps if wanted in (s.name, s.path)]
+        if not chosen:
+            raise ApiError(
+                404,
+                f"Run {run.id} has no step named `{wanted[:80]}`. "
+                f"Its steps: {', '.join(s.name for s in steps)}.",
+                steps=[s.name for s in steps],
+            )
+        text = "".join(s.log or s.log_tail for s in chosen)
+    else:
+        parts = [f"==> {s.name} ({s.status}) <==\n{s.log or s.log_tail}" for s in steps]
+        text = "\n".join(p if p.endswith("\n") else p + "\n" for p in parts)
+    return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
+
+def add_routes(app: web.Application, cache: PipelineCache) -> None:
+    async def list_handler(request: web.Request) -> web.Response:
+        return await list_runs(request, cache)
+
+    app.router.add_post(BASE, create_execution)
+    app.router.add_get(BASE, list_handler)
+    app.router.add_get(BASE + "{id}/", get_execution)
+    app.router.add_post(BASE + "{id}/cancel/", cancel_execution)
+    app.router.add_get(BASE + "{id}/logs/", execution_logs)

@@ -1,0 +1,235 @@
+"""Every sentence the bot shows a person, in one place (STYLE.md 10).
+
+Small pure functions; ``bot/views.py`` arranges them into Block Kit.
+"""
+
+from __future__ import annotations
+
+from engine.state import RunStatus, StepStatus
+
+RUN_EMOJI: dict[RunStatus, str] = {
+    RunStatus.PENDING: ":hourglass_flowing_sand:",
+    RunStatus.RUNNING: ":arrows_counterclockwise:",
+    RunStatus.WAITING_APPROVAL: ":raised_hand:",
+    RunStatus.SUCCESS: ":white_check_mark:",
+    RunStatus.FAILED: ":x:",
+    RunStatus.CANCELLED: ":no_entry_sign:",
+}
+
+RUN_WORD: dict[RunStatus, str] = {
+    RunStatus.PENDING: "queued",
+    RunStatus.RUNNING: "running",
+    RunStatus.WAITING_APPROVAL: "waiting for approval",
+    RunStatus.SUCCESS: "succeeded",
+    RunStatus.FAILED: "failed",
+    RunStatus.CANCELLED: "cancelled",
+}
+
+STEP_EMOJI: dict[StepStatus, str] = {
+    StepStatus.PENDING: ":white_circle:",
+    StepStatus.RUNNING: ":arrows_counterclockwise:",
+    StepStatus.WAITING_APPROVAL: ":raised_hand:",
+    StepStatus.SUCCESS: ":white_check_mark:",
+    StepStatus.FAILED: ":x:",
+    StepStatus.CANCELLED: ":no_entry_sign:",
+    StepStatus.SKIPPED: ":fast_forward:",
+}
+
+STEP_WORD: dict[StepStatus, str] = {
+    StepStatus.PENDING: "pending",
+    StepStatus.RUNNING: "started",
+    StepStatus.WAITING_APPROVAL: "waiting for approval",
+    StepStatus.SUCCESS: "succeeded",
+    StepStatus.FAILED: "failed",
+    StepStatus.CANCELLED: "cancelled",
+    StepStatus.SKIPPED: "skipped",
+}
+
+CANCEL_BUTTON = "Cancel"
+CANCEL_CONFIRM_TITLE = "Cancel this run?"
+CANCEL_CONFIRM_TEXT = "Running steps are stopped and the remaining steps are skipped."
+CANCEL_CONFIRM_YES = "Cancel the run"
+CANCEL_CONFIRM_NO = "Keep it running"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    whole = max(0, round(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def user(user_id: str) -> str:
+    """A Slack mention for Slack ids; other names (API subjects, the terminal) as they are."""
+    if user_id and user_id[0] in "UW" and user_id.isalnum() and user_id.isupper():
+        return f"<@{user_id}>"
+    return f"`{user_id}`" if user_id else "someone"
+
+
+def run_title(pipeline: str, run_id: int) -> str:
+    return f"{pipeline} #{run_id}"
+
+
+def run_headline(pipeline: str, run_id: int, status: RunStatus) -> str:
+    return f"{RUN_EMOJI[status]} *{run_title(pipeline, run_id)}* {RUN_WORD[status]}"
+
+
+def run_fallback(pipeline: str, run_id: int, status: RunStatus) -> str:
+    return f"{run_title(pipeline, run_id)} {RUN_WORD[status]}"
+
+
+def started_by(user_id: str, source: str) -> str:
+    via = {"slack": "", "api": " via the API", "cli": " from the terminal"}.get(source, "")
+    return f"Started by {user(user_id)}{via}"
+
+
+def elapsed(seconds: float | None, finished: bool) -> str:
+    return f"{'Took' if finished else 'Elapsed'} {duration(seconds)}"
+
+
+def cancelling(by: str) -> str:
+    return f":hourglass: Cancelling (asked by {user(by)})…"
+
+
+def step_line(name: str, status: StepStatus, seconds: float | None = None) -> str:
+    took = f" in {duration(seconds)}" if seconds is not None and status != StepStatus.RUNNING else ""
+    return f"{STEP_EMOJI[status]} *{name}* {STEP_WORD[status]}{took}"
+
+
+def step_reason(reason: str) -> str:
+    return f"Reason: {reason}"
+
+
+def build_link(url: str) -> str:
+    return f"<{url}|Open the build>"
+
+
+def log_attached() -> str:
+    return "The whole log is attached below."
+
+
+def log_file_title(pipeline: str, run_id: int, step: str) -> str:
+    return f"{run_title(pipeline, run_id)} — {step} log"
+
+
+def run_finished(
+    pipeline: str, run_id: int, status: RunStatus, seconds: float | None, by: str
+) -> str:
+    return (
+        f"{RUN_EMOJI[status]} *{run_title(pipeline, run_id)}* {RUN_WORD[status]} "
+        f"after {duration(seconds)} (started by {user(by)})"
+    )
+
+
+def failed_at(step: str, reason: str | None) -> str:
+    return f"Failed at step *{step}*" + (f": {reason}" if reason else "")
+
+
+# ---- replies to commands and clicks (shown only to the asker) -------------------
+
+
+def cancel_requested(run_id: int) -> str:
+    return f"Cancelling run #{run_id}…"
+
+
+def cancel_already(run_id: int) -> str:
+    return f"Run #{run_id} is already being cancelled."
+
+
+def apology(reference: str) -> str:
+    return (
+        "Sorry, something went wrong on our side. "
+        f"Please try again; if it keeps happening, give an admin the reference `{reference}`."
+    )
+
+
+def bad_run_id(text: str) -> str:
+    return f"`{text}` is not a run id: use the number shown on the run, e.g. `42`."
+
+
+def usage(command: str) -> str:
+    return f"Usage: `/ansflow {USAGE[command]}`"
+
+
+def unknown_command(name: str) -> str:
+    return f"There is no command `{name}`. " + help_text()
+
+
+def unexpected_args(command: str, extra: list[str]) -> str:
+    shown = " ".join(extra)
+    return f"Unexpected `{shown}`. {usage(command)}"
+
+
+def unexpected_params(command: str, keys: list[str]) -> str:
+    return f"`{command}` takes no key=value parameters (got {', '.join(keys)}). {usage(command)}"
+
+
+def no_runs() -> str:
+    return "You have not started any runs yet. Try `/ansflow list`."
+
+
+def recent_runs_title() -> str:
+    return "*Your recent runs*"
+
+
+def no_pipelines() -> str:
+    return "There are no pipelines you may run here."
+
+
+def pipelines_title() -> str:
+    return "*Pipelines you may run here*"
+
+
+def no_parameters() -> str:
+    return "no parameters"
+
+
+def logs_empty(step: str) -> str:
+    return f"Step *{step}* has no output (yet)."
+
+
+def logs_rest(run_id: int, step: str, attached: bool) -> str:
+    where = "It is attached as a file in the run's thread, or get it" if attached else "Get it"
+    return (
+        f"This is the end of the log. {where} with "
+        f"`GET /api/v1/cicd/executions/{run_id}/logs/?step={step}`."
+    )
+
+
+def logs_whole() -> str:
+    return "This is the whole log."
+
+
+def logs_no_step(run_id: int) -> str:
+    return f"Run #{run_id} has not started any step yet."
+
+
+USAGE: dict[str, str] = {
+    "run": "run PIPELINE [key=value …]",
+    "status": "status [RUN_ID]",
+    "cancel": "cancel RUN_ID",
+    "logs": "logs RUN_ID [STEP]",
+    "list": "list",
+    "help": "help",
+}
+
+_DESCRIPTIONS: dict[str, str] = {
+    "run": 'start a pipeline; quote values with spaces: `msg="two words"`',
+    "status": "one run in detail, or your recent runs",
+    "cancel": "cancel a run (its starter, its approvers and admins)",
+    "logs": "the end of a step's log (default: the failed or latest step)",
+    "list": "the pipelines you may run, with their parameters",
+    "help": "this help",
+}
+
+
+def help_text() -> str:
+    lines = ["*AnsFlow commands*"]
+    lines += [f"• `/ansflow {USAGE[name]}` — {_DESCRIPTIONS[name]}" for name in USAGE]
+    return "\n".join(lines)

@@ -1,0 +1,370 @@
+"""Draining the Slack outbox: paced per channel, coalesced, retried, never doubled.
+
+ARCHITECTURE.md decision 4. One worker per channel sends that channel's
+pending rows oldest first, at ``Pacing.per_second`` with bursts of
+``Pacing.burst``. Rules:
+
+* a row is marked ``sent`` only after Slack said ``ok``; a root post stores
+  the thread ``ts`` on the run (``storage.runs.set_thread``) first;
+* thread replies and card updates wait until the run's root ``ts`` is known,
+  and a run's rows leave in order (a row waiting for a retry holds back the
+  later rows of its run, not those of other runs);
+* 429: the channel waits ``Retry-After``; 5xx, connection errors and
+  retryable Slack errors back off exponentially up to ``max_backoff``; other
+  Slack errors (``channel_not_found``, ``invalid_blocks``…) end the row
+  ``dead``; so does any row older than ``give_up_after``;
+* a row is claimed (``attempts + 1``, ``last_error = "in flight"``) before
+  the call. A post whose outcome is unknown (the process died during the
+  call, or the call timed out) is looked up by its ``metadata`` in the
+  channel or thread before it is posted again. File uploads carry no
+  metadata and are at-least-once.
+
+A change violates this module when it marks a row sent without an ``ok``
+from Slack, or posts a row again whose last outcome is unknown without
+looking for it first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.outbox import FILE, POST_KINDS, REPLY, ROOT_POST, ROOT_UPDATE
+from storage.models import OutboxMessage, Run, StepRun
+from storage.runs import now, set_thread
+
+log = logging.getLogger(__name__)
+
+IN_FLIGHT = "in flight"
+UNSURE = "unsure: "
+METADATA_TYPE = "ansflow_outbox"
+RETRYABLE = frozenset(
+    {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+)
+PICK_WINDOW = 500
+LOOKUP_PAGES = 5
+
+
+@dataclass
+class Pacing:
+    """How fast and how patiently the notifier talks to Slack (seconds)."""
+
+    per_second: float = 1.0
+    burst: int = 3
+    poll_interval: float = 1.0
+    base_backoff: float = 1.0
+    max_backoff: float = 30.0
+    max_retry_after: float = 300.0
+    give_up_after: float = 24 * 3600.0
+
+
+@dataclass
+class _Channel:
+    tokens: float
+    updated: float = field(default_factory=time.monotonic)
+    not_before: float = 0.0
+
+    def delay(self, pacing: Pacing) -> float:
+        at = time.monotonic()
+        self.tokens = min(float(pacing.burst), self.tokens + (at - self.updated) * pacing.per_second)
+        self.updated = at
+        wait = 0.0 if self.tokens >= 1.0 else (1.0 - self.tokens) / pacing.per_second
+        return max(wait, self.not_before - at)
+
+
+@dataclass(frozen=True)
+class _Pick:
+    row: OutboxMessage | None
+    pending: bool
+    wait: float = 0.0
+
+
+class _Failure(Exception):
+    def __init__(self, error: str, *, retry: bool, ambiguous: bool, after: float | None = None):
+        super().__init__(error)
+        self.error, self.retry, self.ambiguous, self.after = error, retry, ambiguous, after
+
+
+class Notifier:
+    def __init__(self, client: AsyncWebClient, pacing: Pacing | None = None) -> None:
+        self.client = client
+        self.pacing = pacing or Pacing()
+        self._channels: dict[str, _Channel] = {}
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._wakes: dict[str, asyncio.Event] = {}
+        self._wake = asyncio.Event()
+        self._threads: dict[int, tuple[str, str]] = {}
+        self._main: asyncio.Task[None] | None = None
+
+    # ---- lifecycle ---------------------------------------------------------
+
+    def start(self) -> None:
+        self._main = asyncio.create_task(self._run(), name="slack-notifier")
+
+    async def stop(self) -> None:
+        tasks = [t for t in [self._main, *self._workers.values()] if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._main = None
+        self._workers.clear()
+
+    def poke(self) -> None:
+        """New rows may be waiting: look now rather than at the next poll."""
+        self._wake.set()
+        for wake in self._wakes.values():
+            wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                channels = await OutboxMessage.filter(state="pending").distinct().values_list(
+                    "channel", flat=True
+                )
+                for channel in channels:
+                    worker = self._workers.get(str(channel))
+                    if worker is None or worker.done():
+                        self._workers[str(channel)] = asyncio.create_task(
+                            self._worker(str(channel)), name=f"slack-outbox-{channel}"
+                        )
+            except Exception:
+                log.exception("Slack outbox: could not read pending messages")
+            await _wait(self._wake, self.pacing.poll_interval)
+
+    async def _worker(self, channel: str) -> None:
+        state = self._channels.setdefault(channel, _Channel(tokens=float(self.pacing.burst)))
+        wake = self._wakes.setdefault(channel, asyncio.Event())
+        while True:
+            wake.clear()
+            try:
+                pick = await self._pick(channel)
+                if pick.row is None:
+                    if not pick.pending:
+                        return
+                    await _wait(wake, min(pick.wait, self.pacing.poll_interval))
+                    continue
+                delay = state.delay(self.pacing)
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                    continue
+                state.tokens -= 1.0
+                await self._send(pick.row, state)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("Slack outbox: channel %s worker failed; retrying", channel)
+                await asyncio.sleep(self.pacing.poll_interval)
+
+    # ---- choosing the next row ----------------------------------------------
+
+    async def _pick(self, channel: str) -> _Pick:
+        rows = await OutboxMessage.filter(channel=channel, state="pending").order_by("id").limit(
+            PICK_WINDOW
+        )
+        if not rows:
+            return _Pick(None, False)
+        latest_update = {r.coalesce_key: r.id for r in rows if r.kind == ROOT_UPDATE}
+        current = now()
+        blocked: set[int] = set()
+        wait = self.pacing.poll_interval
+        for row in rows:
+            run_id = row.run_id
+            if run_id is not None and run_id in blocked:
+                continue
+            if row.kind == ROOT_UPDATE and latest_update.get(row.coalesce_key) != row.id:
+                await _settle(row, "coalesced", None, "superseded by a newer update")
+                continue
+            if row.next_attempt_at is not None and row.next_attempt_at > current:
+                wait = min(wait, (row.next_attempt_at - current).total_seconds())
+                if run_id is not None:
+                    blocked.add(run_id)
+                continue
+            if row.kind != ROOT_POST and run_id is not None and await self._thread(run_id) is None:
+                if await OutboxMessage.filter(run_id=run_id, kind=ROOT_POST, state="dead").exists():
+                    await _settle(row, "dead", None, "the run's root message was never posted")
+                    continue
+                blocked.add(run_id)
+                continue
+            return _Pick(row, True)
+        return _Pick(None, True, max(wait, 0.0))
+
+    async def _thread(self, run_id: int) -> tuple[str, str] | None:
+        known = self._threads.get(run_id)
+        if known is not None:
+            return known
+        rows = await Run.filter(id=run_id).values_list("channel_id", "thread_ts")
+        if not rows or not rows[0][1]:
+            return None
+        thread = (str(rows[0][0]), str(rows[0][1]))
+        self._threads[run_id] = thread
+        return thread
+
+    # ---- sending one row ----------------------------------------------------
+
+    async def _send(self, row: OutboxMessage, state: _Channel) -> None:
+        unsure = _is_unsure(row.last_error)
+        claimed = await OutboxMessage.filter(id=row.id, state="pending", attempts=row.attempts).update(
+            attempts=row.attempts + 1, last_error=IN_FLIGHT
+        )
+        fresh = await OutboxMessage.filter(id=row.id).first() if claimed else None
+        if fresh is None:
+            return
+        try:
+            if unsure and fresh.kind in POST_KINDS:
+                found = await self._find_posted(fresh)
+                if found is not None:
+                    log.info("Slack outbox: row %s had reached Slack before; not posting again", row.id)
+                    await self._delivered(fresh, *found)
+                    return
+                unsure = False
+            ts, channel = await self._deliver(fresh)
+        except SlackApiError as err:
+            await self._failed(fresh, _api_failure(err), unsure, state)
+            return
+        except (TimeoutError, aiohttp.ClientError) as err:
+            await self._failed(fresh, _transport_failure(err), unsure, state)
+            return
+        except _Failure as failure:
+            await self._failed(fresh, failure, unsure, state)
+            return
+        await self._delivered(fresh, ts, channel)
+
+    async def _deliver(self, row: OutboxMessage) -> tuple[str | None, str]:
+        payload: dict[str, Any] = dict(row.payload)
+        metadata = {"event_type": METADATA_TYPE, "event_payload": {"row": row.id, "run": row.run_id}}
+        content = {"text": payload.get("text", ""), "blocks": payload.get("blocks") or None}
+        if row.kind == ROOT_POST:
+            res = await self.client.chat_postMessage(
+                channel=row.channel, metadata=metadata, unfurl_links=False, unfurl_media=False,
+                **content,
+            )
+            return str(res["ts"]), str(res["channel"])
+        thread = await self._thread(row.run_id) if row.run_id is not None else None
+        if thread is None:
+            raise _Failure("no thread for this message", retry=False, ambiguous=False)
+        channel, thread_ts = thread
+        if row.kind == ROOT_UPDATE:
+            res = await self.client.chat_update(channel=channel, ts=thread_ts, **content)
+            return str(res["ts"]), channel
+        if row.kind == REPLY:
+            res = await self.client.chat_postMessage(
+                channel=channel, thread_ts=thread_ts, metadata=metadata, unfurl_links=False,
+                unfurl_media=False, reply_broadcast=bool(payload.get("reply_broadcast")), **content,
+            )
+            return str(res["ts"]), channel
+        if row.kind == FILE:
+            step = await StepRun.filter(id=payload.get("step_id")).first()
+            if step is None or not step.log:
+                return None, channel
+            await self.client.files_upload_v2(
+                channel=channel, thread_ts=thread_ts, content=step.log,
+                filename=str(payload.get("filename") or "step.log"), title=payload.get("title"),
+            )
+            return None, channel
+        raise _Failure(f"unknown outbox kind {row.kind!r}", retry=False, ambiguous=False)
+
+    async def _delivered(self, row: OutboxMessage, ts: str | None, channel: str) -> None:
+        if row.kind == ROOT_POST and ts and row.run_id is not None:
+            await set_thread(row.run_id, channel, ts)
+            self._threads.pop(row.run_id, None)
+        await _settle(row, "sent", ts, None)
+
+    async def _failed(
+        self, row: OutboxMessage, failure: _Failure, unsure: bool, state: _Channel
+    ) -> None:
+        error = failure.error
+        if failure.ambiguous or unsure:
+            error = UNSURE + error
+        too_old = now() - row.created_at > timedelta(seconds=self.pacing.give_up_after)
+        if not failure.retry or too_old:
+            log.warning("Slack outbox: giving up on row %s (%s): %s", row.id, row.kind, error)
+            await _settle(row, "dead", None, error)
+            return
+        if failure.after is not None:
+            delay = min(failure.after, self.pacing.max_retry_after)
+            state.not_before = time.monotonic() + delay
+        else:
+            exp = self.pacing.base_backoff * 2 ** min(row.attempts - 1, 30)
+            delay = min(self.pacing.max_backoff, exp) * random.uniform(0.8, 1.0)
+        log.info("Slack outbox: row %s failed (%s); retrying in %.1fs", row.id, error, delay)
+        await OutboxMessage.filter(id=row.id, state="pending").update(
+            last_error=error, next_attempt_at=now() + timedelta(seconds=delay)
+        )
+
+    # ---- finding a post whose outcome is unknown ------------------------------
+
+    async def _find_posted(self, row: OutboxMessage) -> tuple[str, str] | None:
+        if row.kind == ROOT_POST:
+            args: dict[str, Any] = {"channel": row.channel}
+            method = self.client.conversations_history
+        else:
+            thread = await self._thread(row.run_id) if row.run_id is not None else None
+            if thread is None:
+                return None
+            args = {"channel": thread[0], "ts": thread[1]}
+            method = self.client.conversations_replies
+        cursor: str | None = None
+        for _ in range(LOOKUP_PAGES):
+            res = await method(**args, include_all_metadata=True, limit=200, cursor=cursor)
+            for message in res.get("messages") or []:
+                if _names_row(message, row.id):
+                    return str(message["ts"]), str(args["channel"])
+            cursor = (res.get("response_metadata") or {}).get("next_cursor") or None
+            if not res.get("has_more") or not cursor:
+                break
+        return None
+
+
+def _names_row(message: dict[str, Any], row_id: int) -> bool:
+    metadata = message.get("metadata") or {}
+    payload = metadata.get("event_payload") or {}
+    return bool(metadata.get("event_type") == METADATA_TYPE and payload.get("row") == row_id)
+
+
+def _is_unsure(last_error: str | None) -> bool:
+    return last_error is not None and (last_error == IN_FLIGHT or last_error.startswith(UNSURE))
+
+
+def _api_failure(err: SlackApiError) -> _Failure:
+    response = err.response
+    status = int(getattr(response, "status_code", 200) or 200)
+    code = str(response.get("error") or f"http {status}") if response is not None else "unknown"
+    if status == 429 or code == "ratelimited":
+        headers = getattr(response, "headers", {}) or {}
+        try:
+            after = float(headers.get("Retry-After") or headers.get("retry-after") or 1)
+        except ValueError:
+            after = 1.0
+        return _Failure("ratelimited", retry=True, ambiguous=False, after=max(after, 0.0))
+    if status >= 500 or code in RETRYABLE:
+        return _Failure(f"{code} (HTTP {status})", retry=True, ambiguous=False)
+    return _Failure(code, retry=False, ambiguous=False)
+
+
+def _transport_failure(err: BaseException) -> _Failure:
+    # Never connected: Slack cannot have the message. Anything later: it might.
+    ambiguous = not isinstance(err, aiohttp.ClientConnectorError)
+    return _Failure(f"{type(err).__name__}: {err}"[:300], retry=True, ambiguous=ambiguous)
+
+
+async def _settle(row: OutboxMessage, state: str, ts: str | None, error: str | None) -> None:
+    fields: dict[str, Any] = {"state": state, "last_error": error}
+    if state == "sent":
+        fields.update(sent_at=now(), result_ts=ts)
+    await OutboxMessage.filter(id=row.id, state="pending").update(**fields)
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), timeout=max(seconds, 0.0))

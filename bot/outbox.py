@@ -1,0 +1,157 @@
+"""Writing the Slack messages a state change causes, in the change's transaction.
+
+ARCHITECTURE.md decision 4: an in-transaction subscriber of the engine's bus
+stores one ``OutboxMessage`` row per message; ``bot/notifier.py`` sends them.
+Row kinds:
+
+* ``root_post``   the run card, posted once (coalesce key ``root:{run}``);
+* ``root_update`` the run card again, ``chat.update`` of the root (same key);
+* ``reply``       a thread reply (step start ``step:{step}``, step end,
+                  the completion with ``reply_broadcast``);
+* ``file``        the whole log of a failed step, uploaded into the thread.
+
+Coalescing happens here: a change to the card rewrites the payload of a card
+row nobody has tried to send yet (``attempts = 0``) instead of adding one, and
+a step's end rewrites its start reply when that is still unsent. A change
+violates this module when it rewrites a row with ``attempts > 0``: that row
+may be on its way to Slack, and only its own outcome may settle it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.functions import Length
+
+from bot import messages as say
+from bot import views
+from engine.events import (
+    CancelRequested,
+    Event,
+    RunFinished,
+    RunSnapshot,
+    RunStarted,
+    StepFinished,
+    StepSnapshot,
+    StepStarted,
+    StepUpdated,
+)
+from engine.state import RUN_TERMINAL, StepStatus
+from storage.models import OutboxMessage, Run, StepRun
+from storage.runs import now
+
+ROOT_POST = "root_post"
+ROOT_UPDATE = "root_update"
+REPLY = "reply"
+FILE = "file"
+POST_KINDS = frozenset({ROOT_POST, REPLY})
+
+
+def root_key(run_id: int) -> str:
+    return f"root:{run_id}"
+
+
+def step_key(step_id: int) -> str:
+    return f"step:{step_id}"
+
+
+async def write_outbox(event: Event, conn: BaseDBAsyncClient) -> None:
+    """The in-transaction subscriber: every Slack message ``event`` causes, as rows."""
+    run = event.run
+    if not run.channel_id:
+        return
+    await _root(run, conn, cancelling_by=event.by if isinstance(event, CancelRequested) else None,
+                first=isinstance(event, RunStarted))
+    step = getattr(event, "step", None)
+    if isinstance(event, StepStarted) and step is not None:
+        await add_reply(conn, run, views.step_reply(run, step), key=step_key(step.id), step=step)
+    elif isinstance(event, StepFinished) and step is not None:
+        await _step_finished(run, step, conn)
+    elif isinstance(event, StepUpdated) and step is not None and step.external_url:
+        await add_reply(conn, run, views.step_reply(run, step), key=step_key(step.id), step=step,
+                        coalesce=True)
+    elif isinstance(event, RunFinished):
+        await add_reply(conn, run, views.completion(run), broadcast=True)
+
+
+async def add_reply(
+    conn: BaseDBAsyncClient,
+    run: RunSnapshot,
+    message: views.Message,
+    *,
+    key: str | None = None,
+    step: StepSnapshot | None = None,
+    broadcast: bool = False,
+    coalesce: bool = False,
+) -> None:
+    """Queue a thread reply; with ``coalesce``, rewrite the unsent reply of ``key`` instead.
+
+    Other parts (approvals) use this to put their own replies in a run's thread.
+    """
+    payload: dict[str, Any] = {**message.as_args(), "reply_broadcast": broadcast}
+    if coalesce and key is not None and await _rewrite(conn, key, payload):
+        return
+    await OutboxMessage.create(
+        channel=run.channel_id, kind=REPLY, run_id=run.id, step_id=step.id if step else None,
+        coalesce_key=key, payload=payload, using_db=conn,
+    )
+
+
+async def _rewrite(conn: BaseDBAsyncClient, key: str, payload: dict[str, Any]) -> bool:
+    count = await (
+        OutboxMessage.filter(coalesce_key=key, state="pending", attempts=0)
+        .using_db(conn)
+        .update(payload=payload)
+    )
+    return bool(count)
+
+
+async def _root(
+    run: RunSnapshot, conn: BaseDBAsyncClient, *, cancelling_by: str | None, first: bool
+) -> None:
+    if cancelling_by is None and run.status not in RUN_TERMINAL:
+        rows = await Run.filter(id=run.id).using_db(conn).values_list("cancel_requested_by", flat=True)
+        cancelling_by = str(rows[0]) if rows and rows[0] else None
+    payload = views.run_card(run, now(), cancelling_by).as_args()
+    key = root_key(run.id)
+    if await _rewrite(conn, key, payload):
+        return
+    exists = not first and await OutboxMessage.filter(coalesce_key=key).using_db(conn).exists()
+    await OutboxMessage.create(
+        channel=run.channel_id, kind=ROOT_UPDATE if exists else ROOT_POST, run_id=run.id,
+        coalesce_key=key, payload=payload, using_db=conn,
+    )
+
+
+async def _step_finished(run: RunSnapshot, step: StepSnapshot, conn: BaseDBAsyncClient) -> None:
+    if step.status == StepStatus.SKIPPED:
+        return
+    attach = step.status == StepStatus.FAILED and await _log_is_longer(step, conn)
+    message = views.step_reply(run, step, attached=attach)
+    await add_reply(conn, run, message, key=step_key(step.id), step=step, coalesce=True)
+    if attach:
+        filename = f"{run.pipeline}-{run.id}-{_slug(step.name)}.log"
+        payload = {"step_id": step.id, "filename": filename,
+                   "title": say.log_file_title(run.pipeline, run.id, step.name)}
+        await OutboxMessage.create(
+            channel=run.channel_id, kind=FILE, run_id=run.id, step_id=step.id,
+            payload=payload, using_db=conn,
+        )
+
+
+async def _log_is_longer(step: StepSnapshot, conn: BaseDBAsyncClient) -> bool:
+    """True when the stored log holds more than the tail the reply shows."""
+    rows = await (
+        StepRun.filter(id=step.id).using_db(conn)
+        .annotate(size=Length("log")).values_list("size", "log_dropped")
+    )
+    if not rows:
+        return False
+    size, dropped = rows[0]
+    return bool(dropped) or int(size or 0) > len(step.log_tail.rstrip("\n")) + 1
+
+
+def _slug(name: str) -> str:
+    kept = "".join(c if c.isalnum() or c in "-_" else "-" for c in name.lower())
+    return kept.strip("-") or "step"
