@@ -80,10 +80,29 @@ def _summary(console: Console, run: RunSnapshot) -> None:
         console.print(failed.log_tail, markup=False, highlight=False)
 
 
+QUOTES = ("\"", "'")
+
+
+def parse_cli_params(tokens: list[str]) -> dict[str, str]:
+    """``key=value`` words as the shell left them; a value still in quotes loses them.
+
+    So ``ansflow run p 'msg="two words"'`` and ``ansflow run p msg="two words"``
+    mean the same; a value that opens a quote and does not close it is an error.
+    """
+    params = split_key_values(tokens)
+    for key, value in params.items():
+        if value[:1] in QUOTES:
+            quote = value[0]
+            if len(value) < 2 or not value.endswith(quote):
+                raise CommandSyntaxError(f"Unbalanced {quote} in the value of `{key}`.")
+            params[key] = value[1:-1]
+    return params
+
+
 def run_in_terminal(settings: Settings, pipeline: str, raw_params: list[str]) -> int:
     console = Console(stderr=False, highlight=False)
     try:
-        params = split_key_values(raw_params)
+        params = parse_cli_params(raw_params)
     except CommandSyntaxError as exc:
         console.print(f"ansflow: {exc}", markup=False)
         return EXIT_USAGE

@@ -152,11 +152,15 @@ class JenkinsClient:
         data = await self._call(doing, lambda: self._get_json(path))
         return self._parse(doing, lambda d: [parse_build(b) for b in d.get("builds") or ()], data)
 
-    async def find_queued(self, job: str, params: Mapping[str, str]) -> QueueItem | None:
-        """The newest waiting item of `job` whose parameters include all of `params`."""
+    async def queue(self) -> list[QueueItem]:
+        """Every item waiting in the queue, in one request."""
         doing = Doing("reading the queue")
         data = await self._call(doing, self._jenkins.get_queue_info)
-        items = self._parse(doing, lambda d: [parse_queue_item(i) for i in d], data)
+        return self._parse(doing, lambda d: [parse_queue_item(i) for i in d], data)
+
+    async def find_queued(self, job: str, params: Mapping[str, str]) -> QueueItem | None:
+        """The newest waiting item of `job` whose parameters include all of `params`."""
+        items = await self.queue()
         wanted = job.strip("/")
         matches = [
             item

@@ -1,0 +1,61 @@
+"""Buttons: one handler per ``action_id``, with the same error rules as commands.
+
+``ACTIONS`` maps an ``action_id`` to its handler. The Cancel button lives
+here; the approval buttons (``views.APPROVE_ACTION_ID`` /
+``views.REJECT_ACTION_ID``) are added to ``ACTIONS`` by the approvals work.
+A handler gets our own :class:`Click` (never a Bolt payload) and returns the
+private reply for the clicker, or None.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bot.commands.base import CommandEnv, run_id_of
+from bot.commands.cancel import cancel_run
+from bot.views import CANCEL_ACTION_ID, Message
+from engine.permissions import Actor
+
+
+@dataclass(frozen=True)
+class Click:
+    user_id: str
+    channel_id: str
+    action_id: str
+    value: str
+    block_id: str
+    message_ts: str | None
+    response_url: str | None
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(self.user_id, self.channel_id)
+
+
+ActionHandler = Callable[[CommandEnv, Click], Awaitable[Message | None]]
+
+
+def click_of(body: dict[str, Any]) -> Click:
+    """The first action of a ``block_actions`` payload."""
+    action = (body.get("actions") or [{}])[0]
+    container = body.get("container") or {}
+    channel = (body.get("channel") or {}).get("id") or container.get("channel_id") or ""
+    message = body.get("message") or {}
+    return Click(
+        user_id=str((body.get("user") or {}).get("id") or ""),
+        channel_id=str(channel),
+        action_id=str(action.get("action_id") or ""),
+        value=str(action.get("value") or ""),
+        block_id=str(action.get("block_id") or ""),
+        message_ts=message.get("ts") or container.get("message_ts"),
+        response_url=body.get("response_url"),
+    )
+
+
+async def cancel_clicked(env: CommandEnv, click: Click) -> Message | None:
+    return await cancel_run(env.engine, run_id_of(click.value), click.actor)
+
+
+ACTIONS: dict[str, ActionHandler] = {CANCEL_ACTION_ID: cancel_clicked}

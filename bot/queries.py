@@ -1,0 +1,17 @@
+"""Read-only queries the bot needs beyond ``storage.runs``."""
+
+from __future__ import annotations
+
+from engine.events import RunSnapshot
+from storage.models import OutboxMessage, Run
+from storage.runs import run_snapshot
+
+
+async def recent_runs_of(user_id: str, limit: int) -> list[RunSnapshot]:
+    runs = await Run.filter(triggered_by=user_id).order_by("-id").limit(limit)
+    return [run_snapshot(run, []) for run in runs]
+
+
+async def log_attached(step_id: int) -> bool:
+    """Whether the step's whole log was (or is being) uploaded to its run's thread."""
+    return await OutboxMessage.filter(kind="file", step_id=step_id).exclude(state="dead").exists()
