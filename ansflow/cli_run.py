@@ -148,22 +148,21 @@ async def _run_with_core(
 
     engine.bus.subscribe(on_event)
     user = f"cli:{_user()}"
-    try:
-        snapshot = await engine.start_run(
-            RunRequest(pipeline, params, Actor(user, trusted=True), source="cli")
-        )
-    except UserError as exc:
-        console.print(f"ansflow: {exc}", markup=False)
-        return EXIT_USAGE
-    run_id = snapshot.id
-
+    # Ctrl-C handling is in place before the first step can start.
     loop = asyncio.get_running_loop()
     interrupted = asyncio.Event()
     with contextlib.suppress(NotImplementedError):
         loop.add_signal_handler(signal.SIGINT, interrupted.set)
         loop.add_signal_handler(signal.SIGTERM, interrupted.set)
     try:
-        final = await _follow(engine, run_id, latest, interrupted, console, plain, user)
+        try:
+            snapshot = await engine.start_run(
+                RunRequest(pipeline, params, Actor(user, trusted=True), source="cli")
+            )
+        except UserError as exc:
+            console.print(f"ansflow: {exc}", markup=False)
+            return EXIT_USAGE
+        final = await _follow(engine, snapshot.id, latest, interrupted, console, plain, user)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, ValueError):

@@ -155,6 +155,9 @@ class EventBus:
     def subscribe_in_tx(self, handler: InTxHandler) -> None:
         self._in_tx.append(handler)
 
+    def has_in_tx(self) -> bool:
+        return bool(self._in_tx)
+
     def subscribe(self, handler: AfterCommitHandler) -> None:
         self._after_commit.append(handler)
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from tortoise import connections
 from tortoise.transactions import in_transaction
 
 from engine.catalog import PipelineSource
@@ -68,6 +70,11 @@ def _stage_of(path: str) -> int:
     return int(path.split(".", 1)[0])
 
 
+@asynccontextmanager
+async def _single_statement() -> AsyncIterator[Any]:
+    yield connections.get("default")
+
+
 class Engine:
     def __init__(
         self,
@@ -84,8 +91,9 @@ class Engine:
             "jenkins": NotSupportedExecutor("jenkins", "jenkins steps are not supported yet"),
         }
         self._locks = RunLocks()
-        # Runs whose steps ended inside their own drive: that drive must plan again.
-        self._redrive: set[int] = set()
+        # Runs whose loaded rows may be out of date (a lost compare-and-set, or a
+        # step ended inside the run's own drive): read them again before planning.
+        self._stale: set[int] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pinned: dict[int, Pipeline] = {}
         self._finished: dict[int, asyncio.Event] = {}
@@ -98,6 +106,16 @@ class Engine:
         self.executors[executor.kind] = executor
         if idle is not None:
             self._idle_hooks.append(idle)
+
+    def _tx(self) -> AbstractAsyncContextManager[Any]:
+        """A transaction when something must commit with the change (outbox rows).
+
+        With no in-transaction subscriber a change is one compare-and-set
+        statement, atomic on its own; skipping BEGIN/COMMIT halves its cost.
+        """
+        if self.bus.has_in_tx():
+            return in_transaction()
+        return _single_statement()
 
     # ---- asking -------------------------------------------------------------
 
@@ -157,7 +175,7 @@ class Engine:
             )
         async with self._locks.hold(run_id):
             steps = await store.read_steps(run_id)
-            async with in_transaction() as conn:
+            async with self._tx() as conn:
                 won = await store.request_cancel(run, actor.user_id, conn)
                 event = CancelRequested(run=store.run_snapshot(run, steps), by=actor.user_id)
                 if won:
@@ -189,27 +207,37 @@ class Engine:
         async with self._locks.hold(run_id) as took:
             if not took:
                 return  # the outer drive of this run goes on after us
-            for _ in range(MAX_DRIVE_ROUNDS):
-                run = await store.read_run(run_id)
-                if run is None or RunStatus(run.status) in RUN_TERMINAL:
+            await self._drive_locked(run_id, None)
+
+    async def _drive_locked(self, run_id: int, loaded: tuple[Run, list[StepRun]] | None) -> None:
+        """Plan and apply until nothing changes. ``loaded`` spares the first read.
+
+        The objects are updated in place by each won compare-and-set; a lost one,
+        or a step ended inside this drive, marks them stale and they are read again.
+        """
+        for _ in range(MAX_DRIVE_ROUNDS):
+            if loaded is None or run_id in self._stale:
+                self._stale.discard(run_id)
+                run_row = await store.read_run(run_id)
+                if run_row is None:
                     return
-                steps = await store.read_steps(run_id)
-                stages: dict[int, list[StepView]] = {}
-                for step in steps:
-                    stages.setdefault(_stage_of(step.path), []).append(
-                        StepView(step.path, StepStatus(step.status))
-                    )
-                decided = plan(
-                    [stages[k] for k in sorted(stages)],
-                    cancel_requested=run.cancel_requested_at is not None,
+                loaded = (run_row, await store.read_steps(run_id))
+            run, steps = loaded
+            if RunStatus(run.status) in RUN_TERMINAL:
+                return
+            stages: dict[int, list[StepView]] = {}
+            for step in steps:
+                stages.setdefault(_stage_of(step.path), []).append(
+                    StepView(step.path, StepStatus(step.status))
                 )
-                changed = await self._apply(run, steps, decided)
-                if run_id in self._redrive:
-                    self._redrive.discard(run_id)
-                    changed = True
-                if not changed:
-                    return
-            log.error("run %s: plan did not settle after %s rounds", run_id, MAX_DRIVE_ROUNDS)
+            decided = plan(
+                [stages[k] for k in sorted(stages)],
+                cancel_requested=run.cancel_requested_at is not None,
+            )
+            changed = await self._apply(run, steps, decided)
+            if not changed and run_id not in self._stale:
+                return
+        log.error("run %s: plan did not settle after %s rounds", run_id, MAX_DRIVE_ROUNDS)
 
     async def _apply(self, run: Run, steps: list[StepRun], decided: Plan) -> bool:
         """Carry out ``decided``; True when something changed and the plan must be redone."""
@@ -244,7 +272,7 @@ class Engine:
         event_type: type[Event],
         **fields: Any,
     ) -> bool:
-        async with in_transaction() as conn:
+        async with self._tx() as conn:
             won = await store.set_run_status(run, status, conn, **fields)
             event = event_type(run=store.run_snapshot(run, steps))
             if won:
@@ -276,7 +304,7 @@ class Engine:
         executor = self.executors.get(step.kind)
         if executor is None:
             executor = NotSupportedExecutor(step.kind, f"no executor for {step.kind} steps")
-        async with in_transaction() as conn:
+        async with self._tx() as conn:
             won = await store.set_step_status(
                 step,
                 executor.started_status,
@@ -289,7 +317,8 @@ class Engine:
             if won:
                 await self._publish(event, conn)
         if not won:
-            return True  # someone else moved it: re-plan from what is stored
+            self._stale.add(run.id)  # someone else moved it: re-plan from what is stored
+            return True
         await self.bus.publish(event)
         await executor.start(self._context(run, step))
         return True
@@ -320,7 +349,7 @@ class Engine:
         expected = (
             [StepStatus.PENDING] if outcome.status == StepStatus.SKIPPED else list(STEP_ACTIVE)
         )
-        async with in_transaction() as conn:
+        async with self._tx() as conn:
             won = await store.set_step_status(
                 step, outcome.status, conn, expected=expected, **fields
             )
@@ -369,14 +398,18 @@ class Engine:
             if step is None:
                 return False
             won = await self._end_step(run, steps, step, outcome)
-        if won and took:
-            await self.drive(run_id)
-        elif won:
-            self._redrive.add(run_id)
+            if not took:
+                # Inside this run's own drive: its loaded rows are now out of date.
+                self._stale.add(run_id)
+            elif won:
+                await self._drive_locked(run_id, (run, steps))
         return won
 
     async def update_step(self, run_id: int, step_id: int, **fields: Any) -> None:
         """Store non-status fields of a step; announce those a person would see."""
+        if "external_url" not in fields:
+            await StepRun.filter(id=step_id).update(**fields)
+            return
         run = await store.read_run(run_id)
         if run is None:
             return
@@ -385,7 +418,7 @@ class Engine:
         if step is None:
             return
         visible = "external_url" in fields and fields["external_url"] != step.external_url
-        async with in_transaction() as conn:
+        async with self._tx() as conn:
             await store.update_step_fields(step, conn, **fields)
             event = StepUpdated(run=store.run_snapshot(run, steps), step=store.step_snapshot(step))
             if visible:

@@ -67,6 +67,7 @@ def tail_of(text: str, lines: int = TAIL_LINES, chars: int = TAIL_CHARS) -> str:
 @dataclass
 class _Running:
     process: asyncio.subprocess.Process
+    exited: asyncio.Event
     cancelled: bool = False
 
 
@@ -100,7 +101,7 @@ class ShellExecutor:
         if running.cancelled:
             return
         running.cancelled = True
-        task = asyncio.create_task(_terminate(running.process))
+        task = asyncio.create_task(_terminate(running.process, running.exited))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -138,25 +139,15 @@ class ShellExecutor:
         )
         output = BoundedLog()
         try:
-            process = await asyncio.create_subprocess_exec(
-                "/bin/sh",
-                "-c",
-                spec.run,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                env=env,
-                cwd=self._workdir,
-                start_new_session=True,
-            )
+            process, exited = await _spawn(spec.run, env, self._workdir)
         except OSError as exc:
             await ctx.finish(StepOutcome(StepStatus.FAILED, reason=f"could not start: {exc}"))
             return
-        running = _Running(process)
+        running = _Running(process, exited)
         self._running[ctx.step_id] = running
         try:
             await ctx.update(external_id=str(process.pid))
-            outcome = await self._follow(process, running, output, timeout)
+            outcome = await self._follow(process, exited, running, output, timeout)
             # Still registered while finishing, so a cancel meanwhile finds it ours.
             await ctx.finish(outcome)
         except asyncio.CancelledError:
@@ -168,6 +159,7 @@ class ShellExecutor:
     async def _follow(
         self,
         process: asyncio.subprocess.Process,
+        exited: asyncio.Event,
         running: _Running,
         output: BoundedLog,
         timeout: float,
@@ -176,10 +168,10 @@ class ShellExecutor:
         reader = asyncio.create_task(_read_all(process.stdout, output))
         timed_out = False
         try:
-            await asyncio.wait_for(process.wait(), timeout=timeout)
+            await asyncio.wait_for(exited.wait(), timeout=timeout)
         except TimeoutError:
             timed_out = True
-            await _terminate(process)
+            await _terminate(process, exited)
         # Whatever the command left behind in its group goes with it.
         _kill_group(process.pid, signal.SIGKILL)
         try:
@@ -187,6 +179,8 @@ class ShellExecutor:
         except TimeoutError:
             output.append("\n[output truncated: a process kept the output pipe open]\n")
         text = self._mask(output.text())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(process.wait(), timeout=DRAIN_TIMEOUT)
         code = process.returncode
         if running.cancelled:
             return StepOutcome(StepStatus.CANCELLED, code, "cancelled", text, output.dropped)
@@ -208,14 +202,49 @@ async def _read_all(stream: asyncio.StreamReader, output: BoundedLog) -> None:
         output.append(chunk.decode("utf-8", errors="replace"))
 
 
-async def _terminate(process: asyncio.subprocess.Process) -> None:
+class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """Tells when the process exits, even while a child still holds its output pipe.
+
+    (``Process.wait()`` waits for the pipes to close as well, so a background
+    child would hold it until the step's timeout.)
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=READ_CHUNK, loop=loop)
+        self.exited = asyncio.Event()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        self.exited.set()
+
+
+async def _spawn(
+    command: str, env: dict[str, str], workdir: Path | None
+) -> tuple[asyncio.subprocess.Process, asyncio.Event]:
+    loop = asyncio.get_running_loop()
+    protocol = _ExitAwareProtocol(loop)
+    transport, _ = await loop.subprocess_exec(
+        lambda: protocol,
+        "/bin/sh", "-c", command,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=env,
+        cwd=workdir,
+        start_new_session=True,
+    )
+    process = asyncio.subprocess.Process(transport, protocol, loop)
+    return process, protocol.exited
+
+
+async def _terminate(process: asyncio.subprocess.Process, exited: asyncio.Event) -> None:
     _kill_group(process.pid, signal.SIGTERM)
     try:
-        await asyncio.wait_for(process.wait(), timeout=KILL_GRACE)
+        await asyncio.wait_for(exited.wait(), timeout=KILL_GRACE)
     except TimeoutError:
         _kill_group(process.pid, signal.SIGKILL)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(process.wait(), timeout=KILL_GRACE)
+            await asyncio.wait_for(exited.wait(), timeout=KILL_GRACE)
 
 
 def _kill_group(pgid: int, sig: signal.Signals) -> None:
