@@ -97,6 +97,7 @@ class Engine:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pinned: dict[int, Pipeline] = {}
         self._finished: dict[int, asyncio.Event] = {}
+        self._final: dict[int, RunSnapshot] = {}
         self._idle_hooks: list[Callable[[], Awaitable[None]]] = []
         bus.subscribe(self._on_event)
 
@@ -128,7 +129,7 @@ class Engine:
         parameters = resolve_parameters(pipeline, request.parameters)
         await self._check_tools(pipeline, request.cicd_tool_id)
         async with in_transaction() as conn:
-            run, _ = await store.create_run(
+            run, steps = await store.create_run(
                 pipeline=pipeline.name,
                 definition=pipeline.model_dump(mode="json"),
                 parameters=parameters,
@@ -141,8 +142,11 @@ class Engine:
                 conn=conn,
             )
         self._pinned[run.id] = pipeline
-        await self.drive(run.id)
-        return await self.snapshot(run.id)
+        async with self._locks.hold(run.id):
+            latest = await self._drive_locked(run.id, (run, steps))
+        if latest is None:
+            return await self.snapshot(run.id)
+        return store.run_snapshot(*latest)
 
     async def _check_tools(self, pipeline: Pipeline, tool_id: int | None) -> None:
         names = {
@@ -209,8 +213,12 @@ class Engine:
                 return  # the outer drive of this run goes on after us
             await self._drive_locked(run_id, None)
 
-    async def _drive_locked(self, run_id: int, loaded: tuple[Run, list[StepRun]] | None) -> None:
+    async def _drive_locked(
+        self, run_id: int, loaded: tuple[Run, list[StepRun]] | None
+    ) -> tuple[Run, list[StepRun]] | None:
         """Plan and apply until nothing changes. ``loaded`` spares the first read.
+
+        Returns the rows as they stand at the end (None when they may be stale).
 
         The objects are updated in place by each won compare-and-set; a lost one,
         or a step ended inside this drive, marks them stale and they are read again.
@@ -220,11 +228,11 @@ class Engine:
                 self._stale.discard(run_id)
                 run_row = await store.read_run(run_id)
                 if run_row is None:
-                    return
+                    return None
                 loaded = (run_row, await store.read_steps(run_id))
             run, steps = loaded
             if RunStatus(run.status) in RUN_TERMINAL:
-                return
+                return None if run_id in self._stale else loaded
             stages: dict[int, list[StepView]] = {}
             for step in steps:
                 stages.setdefault(_stage_of(step.path), []).append(
@@ -236,8 +244,9 @@ class Engine:
             )
             changed = await self._apply(run, steps, decided)
             if not changed and run_id not in self._stale:
-                return
+                return loaded
         log.error("run %s: plan did not settle after %s rounds", run_id, MAX_DRIVE_ROUNDS)
+        return None
 
     async def _apply(self, run: Run, steps: list[StepRun], decided: Plan) -> bool:
         """Carry out ``decided``; True when something changed and the plan must be redone."""
@@ -483,18 +492,24 @@ class Engine:
         await asyncio.wait_for(settle(), timeout=timeout)
 
     async def wait_finished(self, run_id: int, timeout: float | None = None) -> RunSnapshot:
+        """The run once it has ended (its snapshot at the moment it ended)."""
         event = self._finished.setdefault(run_id, asyncio.Event())
-        snapshot = await self.snapshot(run_id)
-        if snapshot.status not in RUN_TERMINAL:
-            await asyncio.wait_for(event.wait(), timeout=timeout)
+        try:
             snapshot = await self.snapshot(run_id)
-        self._finished.pop(run_id, None)
-        return snapshot
+            if snapshot.status not in RUN_TERMINAL:
+                await asyncio.wait_for(event.wait(), timeout=timeout)
+                final = self._final.pop(run_id, None)
+                snapshot = final if final is not None else await self.snapshot(run_id)
+            return snapshot
+        finally:
+            self._finished.pop(run_id, None)
+            self._final.pop(run_id, None)
 
     def _on_event(self, event: Event) -> None:
         if isinstance(event, RunFinished):
             waiter = self._finished.get(event.run.id)
             if waiter is not None:
+                self._final[event.run.id] = event.run
                 waiter.set()
             self._pinned.pop(event.run.id, None)
             self._locks.forget(event.run.id)

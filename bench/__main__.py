@@ -1,0 +1,31 @@
+"""``python -m bench``: print every benchmark's figures (medians; 2-core shared machines)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+
+MODULES = ["bench.bench_engine", "bench.bench_slack", "bench.bench_jenkins", "bench.bench_api"]
+
+
+def main() -> int:
+    failed = 0
+    for name in MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError:
+            continue
+        print(f"\n## {name}", flush=True)
+        started = time.monotonic()
+        try:
+            module.main([])
+        except Exception as exc:  # keep going: one benchmark's failure hides no other figure
+            failed += 1
+            print(f"{name} failed: {exc!r}", file=sys.stderr)
+        print(f"({time.monotonic() - started:.0f} s)", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
