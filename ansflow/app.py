@@ -49,8 +49,7 @@ def build_app(settings: Settings, *, workdir: Path | None = None) -> web.Applica
         if recovered:
             log.info("recovered %s unfinished run(s)", recovered)
         yield
-        await core.shell.shutdown()
-        await core.engine.close()
+        await core.stop()
 
     app.cleanup_ctx.append(database)
     setup_jenkins(app, core)

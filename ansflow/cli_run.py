@@ -119,8 +119,7 @@ async def _run(settings: Settings, pipeline: str, params: dict[str, str], consol
     try:
         return await _run_with_core(core.engine, pipeline, params, console)
     finally:
-        await core.shell.shutdown()
-        await core.engine.close()
+        await core.stop()
         await close_db()
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from ansflow.settings import Settings
 from engine.catalog import PipelineSource
 from engine.events import EventBus
+from engine.executors.approval import ApprovalExecutor
 from engine.executors.shell import ShellExecutor
 from engine.masking import Masker
 from engine.runner import Engine
@@ -20,6 +21,13 @@ class Core:
     engine: Engine
     masker: Masker
     shell: ShellExecutor
+    approvals: ApprovalExecutor
+
+    async def stop(self) -> None:
+        """Stop local work (processes, timers) and the engine's own tasks."""
+        await self.approvals.shutdown()
+        await self.shell.shutdown()
+        await self.engine.close()
 
 
 def build_core(settings: Settings, workdir: Path | None = None) -> Core:
@@ -29,4 +37,8 @@ def build_core(settings: Settings, workdir: Path | None = None) -> Core:
     engine = Engine(source=PipelineSource(settings.pipelines_dir), bus=bus, admins=settings.admins)
     shell = ShellExecutor(masker, secrets, workdir=workdir)
     engine.register(shell, idle=shell.idle)
-    return Core(settings=settings, bus=bus, engine=engine, masker=masker, shell=shell)
+    approvals = ApprovalExecutor(bus)
+    engine.register(approvals)
+    return Core(
+        settings=settings, bus=bus, engine=engine, masker=masker, shell=shell, approvals=approvals
+    )

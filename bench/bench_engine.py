@@ -71,8 +71,7 @@ async def overhead(url: str, folder: Path, runs: int) -> dict[str, float]:
         await core.engine.run_until_idle()
         return result
     finally:
-        await core.shell.shutdown()
-        await core.engine.close()
+        await core.stop()
         await close_db()
 
 
@@ -91,8 +90,7 @@ async def burst(url: str, folder: Path, count: int = 200) -> dict[str, float]:
         await core.engine.run_until_idle()
         return {"runs": count, "succeeded": ok, "wall_s": wall}
     finally:
-        await core.shell.shutdown()
-        await core.engine.close()
+        await core.stop()
         await close_db()
 
 

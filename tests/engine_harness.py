@@ -26,8 +26,7 @@ async def engine_on(
     try:
         yield core
     finally:
-        await core.shell.shutdown()
-        await core.engine.close()
+        await core.stop()
         await close_db()
 
 

@@ -117,22 +117,6 @@ async def test_bad_requests_create_nothing(database_url: str, pipelines_dir: Pat
         assert await StepRun.all().count() == 0
 
 
-async def test_unsupported_step_kinds_fail_clearly_instead_of_hanging(
-    database_url: str, pipelines_dir: Path
-) -> None:
-    write_pipeline(
-        pipelines_dir, "gate",
-        "name: gate\nsteps:\n  - name: ok\n    approval: {approvers: [U1]}\n  - {name: x, run: echo}\n",
-    )
-    async with engine_on(database_url, pipelines_dir) as core:
-        kind = core.engine.executors["approval"]
-        if type(kind).__name__ != "NotSupportedExecutor":
-            pytest.skip("approval executor installed")
-        run = await run_to_end(core, "gate")
-    assert run.status == RunStatus.FAILED
-    assert run.reason is not None and "not supported yet" in run.reason
-
-
 async def test_recovery_fails_a_step_left_running_and_ends_the_run(
     database_url: str, pipelines_dir: Path
 ) -> None:

@@ -48,7 +48,7 @@ STEP_EXPECTED = {
 
 
 def test_run_sets_cover_every_status_exactly_once() -> None:
-    assert RUN_TERMINAL | RUN_ACTIVE == set(RunStatus)
+    assert set(RunStatus) == RUN_TERMINAL | RUN_ACTIVE
     assert not RUN_TERMINAL & RUN_ACTIVE
     assert set(RUN_ALLOWED) == set(RunStatus)
 
