@@ -14,6 +14,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from ansflow.metrics import setup_metrics
 from ansflow.settings import Settings
 from ansflow.wiring import Core, build_core
 from storage.db import close_db, open_db, ping
@@ -38,6 +39,7 @@ def build_app(settings: Settings, *, workdir: Path | None = None) -> web.Applica
     core = build_core(settings, workdir=workdir)
     app[CORE] = core
     app.router.add_get("/healthz", healthz)
+    setup_metrics(app, core.bus)
 
     async def database(app: web.Application) -> AsyncIterator[None]:
         await open_db(settings.database_url)
