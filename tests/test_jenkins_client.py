@@ -476,3 +476,30 @@ def test_fake_in_its_own_thread_answers_python_jenkins_like_jenkins() -> None:
             server.get_whoami()
     finally:
         fake.stop_in_thread()
+
+
+async def test_job_reads_parameters_and_next_build_number_in_one_request(
+    fake: FakeJenkins, client: JenkinsClient
+) -> None:
+    await started(client, await client.trigger("deploy-web", {"VERSION": "2"}))
+    before = len(fake.requests)
+    job = await client.job("team/app/deploy")
+    assert len(fake.requests) == before + 1
+    assert (job.full_name, job.buildable, job.next_build_number) == ("team/app/deploy", True, 1)
+    assert [p.name for p in job.parameters] == ["RUN_ID"]
+    assert (await client.job("deploy-web")).next_build_number == 2
+    with pytest.raises(JenkinsNotFound, match=r"Jenkins has no job 'nope'\."):
+        await client.job("nope")
+
+
+async def test_queue_lists_every_waiting_item_in_one_request(
+    fake: FakeJenkins, client: JenkinsClient
+) -> None:
+    fake.hold_queue("deploy-web")
+    await client.trigger("deploy-web", {"VERSION": "2"})
+    await client.trigger("deploy-web", {"VERSION": "3"})
+    before = len(fake.requests)
+    items = await client.queue()
+    assert len(fake.requests) == before + 1
+    assert sorted(i.parameters["VERSION"] for i in items) == ["2", "3"]
+    assert all(i.waiting for i in items)

@@ -202,8 +202,10 @@ class JenkinsExecutor:
             step.state.params, [(p.name, p.default) for p in job.parameters], step.state.marker
         )
         state = step.state.but(
-            match=sending.match, marked=sending.marked,
-            bound=job.next_build_number or 1, since=wall(),
+            match=sending.match,
+            marked=sending.marked,
+            bound=job.next_build_number or 1,
+            since=wall(),
         )
         step = OpenStep(step.run_id, step.step_id, state)
         await self.follower.save(step.run_id, step.step_id, state)  # before the POST

@@ -88,7 +88,9 @@ class Follower:
         tail: str | None = None
         if build.result != "SUCCESS":
             try:
-                tail = self.masker(await client.console_tail(step.state.job, build.number, CONSOLE_LINES))
+                tail = self.masker(
+                    await client.console_tail(step.state.job, build.number, CONSOLE_LINES)
+                )
             except JenkinsError as exc:
                 tail = f"[console not available: {self.masker(str(exc))}]"
         if step.state.build != build.number:
@@ -99,13 +101,23 @@ class Follower:
     async def finish(self, step: OpenStep, outcome: StepOutcome) -> bool:
         if outcome.reason is not None:
             outcome = StepOutcome(
-                outcome.status, outcome.exit_code, self.masker(outcome.reason), outcome.log,
-                outcome.log_dropped, outcome.external_url,
+                outcome.status,
+                outcome.exit_code,
+                self.masker(outcome.reason),
+                outcome.log,
+                outcome.log_dropped,
+                outcome.external_url,
             )
         won = await self.engine.finish_step(step.run_id, step.step_id, outcome)
         if won:
             self._locks.pop(step.step_id, None)
-            log.info("run %s step %s: %s", step.run_id, step.step_id, outcome.status.value)
+            log.info(
+                "run %s step %s: %s%s",
+                step.run_id,
+                step.step_id,
+                outcome.status.value,
+                f" ({outcome.reason})" if outcome.reason else "",
+            )
         return won
 
     async def fail(self, step: OpenStep, reason: str) -> bool:

@@ -146,8 +146,10 @@ def build_outcome(build: BuildInfo, console_tail: str | None, cancelling: bool) 
         return StepOutcome(StepStatus.SUCCESS, external_url=url)
     if cancelling and build.result == "ABORTED":
         return StepOutcome(
-            StepStatus.CANCELLED, reason=f"cancelled; Jenkins build #{build.number} was aborted",
-            log=console_tail, external_url=url,
+            StepStatus.CANCELLED,
+            reason=f"cancelled; Jenkins build #{build.number} was aborted",
+            log=console_tail,
+            external_url=url,
         )
     return StepOutcome(
         StepStatus.FAILED,
@@ -158,7 +160,7 @@ def build_outcome(build: BuildInfo, console_tail: str | None, cancelling: bool) 
 
 
 def backoff(failures: int, base: float, cap: float) -> float:
-    """Seconds to wait after ``failures`` failures in a row: doubling from ``base`` up to ``cap``."""
+    """Wait after ``failures`` failures in a row: doubling from ``base`` up to ``cap``."""
     if failures <= 0:
         return 0.0
     return float(min(cap, base * 2 ** min(failures - 1, 30)))

@@ -21,9 +21,11 @@ to ``backoff_cap``) and resume by themselves on the first success.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from engine.executors.base import StepOutcome
 from engine.jenkins.cancel import end_unconfirmed, request_stop
@@ -40,7 +42,9 @@ log = logging.getLogger(__name__)
 DETAILS_PER_POLL = 10
 JOB_LISTS_PER_POLL = 20
 RECENT_BUILDS = 50
+RECENT_BUILDS_MAX = 400
 CANCEL_CONFIRM_WITHIN = 60.0
+CLOSE_WAIT = 2.0
 
 
 class _Budget:
@@ -71,17 +75,55 @@ class JenkinsPoller:
         self.polls: dict[int, int] = {}  # polls that asked Jenkins, per tool (tests, bench)
         self._failures: dict[int, int] = {}
         self._resume_at: dict[int, float] = {}
+        self._closed = False
+        self._running: set[asyncio.Task[object]] = set()
 
     # -- scheduled jobs --------------------------------------------------------------
 
     async def poll_tool(self, tool_id: int) -> None:
+        await self._tracked(self._poll_tool(tool_id))
+
+    async def check_health(self) -> None:
+        """Record, for every Jenkins tool, whether it answers an authenticated request."""
+        await self._tracked(self._check_health())
+
+    async def close(self) -> None:
+        """Start no more polls; let those running end (briefly), then cancel them."""
+        self._closed = True
+        if self._running:
+            _, pending = await asyncio.wait(list(self._running), timeout=CLOSE_WAIT)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    def backing_off(self, tool_id: int) -> bool:
+        return time.monotonic() < self._resume_at.get(tool_id, 0.0)
+
+    def failures(self, tool_id: int) -> int:
+        """Failed polls in a row (0 once Jenkins answers again)."""
+        return self._failures.get(tool_id, 0)
+
+    async def _tracked(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.current_task()
+        if self._closed or task is None:
+            work.close()
+            return
+        self._running.add(task)
+        try:
+            await work
+        finally:
+            self._running.discard(task)
+
+    async def _poll_tool(self, tool_id: int) -> None:
         if time.monotonic() < self._resume_at.get(tool_id, 0.0):
             return
         try:
             tool, client = await self.clients.by_id(tool_id)
         except ToolMissing:
             return
-        steps = [s for s in await self.follower.open_steps(tool.name) if s.state.phase != TRIGGERING]
+        steps = [
+            s for s in await self.follower.open_steps(tool.name) if s.state.phase != TRIGGERING
+        ]
         if not steps:
             return
         self.polls[tool_id] = self.polls.get(tool_id, 0) + 1
@@ -98,8 +140,7 @@ class JenkinsPoller:
             log.info("polling tool %s: Jenkins answers again", tool.name)
         self._resume_at.pop(tool_id, None)
 
-    async def check_health(self) -> None:
-        """Record, for every Jenkins tool, whether it answers an authenticated request."""
+    async def _check_health(self) -> None:
         for tool in await jenkins_tools():
             client = self.clients.client_for(tool)
             try:
@@ -108,9 +149,6 @@ class JenkinsPoller:
                 await mark_health(tool.id, False, str(exc))
             else:
                 await mark_health(tool.id, True)
-
-    def backing_off(self, tool_id: int) -> bool:
-        return time.monotonic() < self._resume_at.get(tool_id, 0.0)
 
     # -- one poll --------------------------------------------------------------------
 
@@ -131,7 +169,7 @@ class JenkinsPoller:
         for job in sorted({s.state.job for s in ended} | {s.state.job for s in left}):
             if len(recent) >= JOB_LISTS_PER_POLL:
                 break
-            recent[job] = await client.recent_builds(job, RECENT_BUILDS)
+            recent[job] = await client.recent_builds(job, _list_size(job, building))
         unresolved: list[OpenStep] = []
         for step in left:
             builds = recent.get(step.state.job)
@@ -151,8 +189,10 @@ class JenkinsPoller:
                 await self._settle(client, step, found, budget)
         await self._check_queue_items(client, unresolved, budget)
 
-    async def _cancel_or_time_out(self, client: JenkinsClient, step: OpenStep, budget: _Budget) -> bool:
-        """Deal with a pending cancel or an expired timeout; True when nothing else is to be done."""
+    async def _cancel_or_time_out(
+        self, client: JenkinsClient, step: OpenStep, budget: _Budget
+    ) -> bool:
+        """Handle a pending cancel or an expired timeout; True when nothing else is to do."""
         state = step.state
         if state.stop_requested_at is not None:
             if await end_unconfirmed(self.follower, step, self.cancel_confirm_within):
@@ -226,3 +266,10 @@ class JenkinsPoller:
             elif item.cancelled:
                 reason = f"Jenkins queue item {item.number} was cancelled in Jenkins"
                 await self.follower.fail(step, reason)
+
+
+def _list_size(job: str, building: Sequence[OpenStep]) -> int:
+    """Enough recent builds to hold all of ours on `job` (when few others ran meanwhile)."""
+    numbers = [s.state.build for s in building if s.state.job == job and s.state.build]
+    span = max(numbers) - min(numbers) if numbers else 0
+    return min(RECENT_BUILDS_MAX, RECENT_BUILDS + span)

@@ -56,15 +56,22 @@ async def sync_jobs(tool: CICDTool, client: JenkinsClient) -> SyncSummary:
             row = stored.pop(info.full_name, None)
             if row is None:
                 await JenkinsJob.create(
-                    tool_id=tool.id, full_name=info.full_name, url=info.url,
-                    buildable=info.buildable, parameters=params, synced_at=stamp, using_db=conn,
+                    tool_id=tool.id,
+                    full_name=info.full_name,
+                    url=info.url,
+                    buildable=info.buildable,
+                    parameters=params,
+                    synced_at=stamp,
+                    using_db=conn,
                 )
                 added += 1
                 continue
             if (row.url, row.buildable, row.parameters) != (info.url, info.buildable, params):
                 updated += 1
-            await JenkinsJob.filter(id=row.id).using_db(conn).update(
-                url=info.url, buildable=info.buildable, parameters=params, synced_at=stamp
+            await (
+                JenkinsJob.filter(id=row.id)
+                .using_db(conn)
+                .update(url=info.url, buildable=info.buildable, parameters=params, synced_at=stamp)
             )
         if stored:
             ids = [row.id for row in stored.values()]
@@ -72,9 +79,7 @@ async def sync_jobs(tool: CICDTool, client: JenkinsClient) -> SyncSummary:
     return SyncSummary(tool.name, len(jobs), added, updated, len(stored))
 
 
-def job_problem(
-    spec: JenkinsSpec, jobs: Mapping[str, Mapping[str, Any]] | None
-) -> str | None:
+def job_problem(spec: JenkinsSpec, jobs: Mapping[str, Mapping[str, Any]] | None) -> str | None:
     """What is wrong with a step's job given the synced jobs (full name -> row as dict).
 
     ``jobs`` None means the tool was never synced: nothing can be said.
@@ -117,6 +122,4 @@ async def _synced_jobs(tool_name: str) -> dict[str, dict[str, Any]] | None:
     rows = await JenkinsJob.filter(tool_id=tool.id)
     if not rows:
         return None
-    return {
-        r.full_name: {"buildable": r.buildable, "parameters": r.parameters} for r in rows
-    }
+    return {r.full_name: {"buildable": r.buildable, "parameters": r.parameters} for r in rows}

@@ -33,7 +33,9 @@ async def register_tool(name: str, url: str, user: str, token: str) -> CICDTool:
             name=name, kind="jenkins", url=url, username=user, token=token, status=ACTIVE
         )
     if (tool.url, tool.username, tool.token) != (url, user, token):
-        await CICDTool.filter(id=tool.id).update(url=url, username=user, token=token, updated_at=now())
+        await CICDTool.filter(id=tool.id).update(
+            url=url, username=user, token=token, updated_at=now()
+        )
         tool.url, tool.username, tool.token = url, user, token
     return tool
 
