@@ -21,7 +21,7 @@ from engine.permissions import Actor, may_view
 
 log = logging.getLogger(__name__)
 
-DEFAULT_QUEUE_SIZE = 256
+DEFAULT_QUEUE_SIZE = 1000
 
 
 @dataclass(eq=False)

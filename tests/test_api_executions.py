@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from storage.models import CICDTool, Run
-from tests.api_support import ADMIN, SECRET, api_server, write_standard
+from tests.api_support import ADMIN, SECRET, api_server, bearer, write_standard
 from tests.helpers import eventually, write_pipeline
 
 E = "/api/v1/cicd/executions/"
@@ -143,9 +143,7 @@ async def test_list_filters_and_pagination(sqlite_url: str, pipelines_dir: Path)
         for _ in range(5):
             if next_url is None:
                 break
-            async with api.http.get(next_url, headers={
-                "Authorization": f"Bearer {__import__('tests.api_support').api_support.make_token('U222')}"
-            }) as resp:
+            async with api.http.get(next_url, headers=bearer("U222")) as resp:
                 page = await resp.json()
             assert page["previous"] is not None
             seen += [r["id"] for r in page["results"]]
@@ -236,7 +234,9 @@ async def test_tools_never_show_tokens_and_only_admins_patch(
         assert patched.status == 200 and patched.body["status"] == "inactive"
         assert "tok-SECRET-1" not in patched.text
         assert (await CICDTool.get(id=tool.id)).status == "inactive"
-        for body in ({"status": "broken"}, {"status": "active", "url": "x"}, {"token": "t"}, []):
+        bodies: list[object] = [{"status": "broken"}, {"status": "active", "url": "x"},
+                                {"token": "t"}, []]
+        for body in bodies:
             reply = await api.call("PATCH", path, json=body, user=ADMIN)
             assert reply.status == 400, body
         assert (await CICDTool.get(id=tool.id)).status == "inactive"
@@ -268,3 +268,42 @@ async def test_unknown_routes_and_methods_are_json(sqlite_url: str, pipelines_di
             reply = await api.call("GET", path)
             assert reply.status == 404 and reply.body["error"] == "not_found", path
         assert SECRET not in missing.text
+
+
+GATED = """\
+name: gated
+steps:
+  - name: build
+    run: echo built
+  - name: Approve production
+    approval: {approvers: [U333, U444], required: 1}
+  - name: deploy
+    run: echo deployed
+"""
+
+
+async def test_approve_and_reject_through_the_api(
+    database_url: str, pipelines_dir: Path
+) -> None:
+    write_pipeline(pipelines_dir, "gated", GATED)
+    async with api_server(database_url, pipelines_dir) as api:
+        outcomes = {}
+        for word, approver in (("approve", "U333"), ("reject", "U444")):
+            run = (await api.call("POST", E, json={"pipeline": "gated"})).body
+            path = f"{E}{run['id']}/"
+            waiting = await eventually(lambda p=path: api.call("GET", p),
+                                       lambda r: r.body["status"] == "waiting_approval")
+            assert waiting.body["steps"][1]["status"] == "waiting_approval"
+            starter = await api.call("POST", f"{path}{word}/", user="U222")
+            assert starter.status == 403, starter.body
+            reply = await api.call("POST", f"{path}{word}/", user=approver,
+                                   json={"comment": f"{word}d via API"})
+            assert reply.status == 200, reply.body
+            done = await api.wait_finished(run["id"])
+            outcomes[word] = done["status"]
+            assert [(a["user"], a["decision"], a["comment"], a["step"])
+                    for a in done["approvals"]] == [
+                (approver, word, f"{word}d via API", "Approve production")]
+            again = await api.call("POST", f"{path}{word}/", user=approver)
+            assert again.status == 409
+        assert outcomes == {"approve": "success", "reject": "failed"}
