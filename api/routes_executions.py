@@ -19,6 +19,7 @@ from api.listing import list_runs
 from api.render import execution_json
 from engine.runner import CancelResult, RunRequest
 from storage import runs as store
+from storage.models import StepRun
 
 BASE = "/api/v1/cicd/executions/"
 
@@ -73,6 +74,20 @@ async def cancel_execution(request: web.Request) -> web.Response:
     return web.json_response(execution_json(snapshot), status=status)
 
 
+async def _log_of(request: web.Request, step: StepRun) -> str:
+    """A step's whole log: a Jenkins build's console read from Jenkins, else what is stored."""
+    if step.kind == "jenkins":
+        from ansflow.jenkins_setup import JENKINS
+        from engine.jenkins.logs import jenkins_console
+
+        service = request.app.get(JENKINS)
+        if service is not None:
+            console = await jenkins_console(service.clients, core_of(request).masker, step)
+            if console is not None:
+                return console
+    return step.log or step.log_tail
+
+
 async def execution_logs(request: web.Request) -> web.Response:
     run, steps = await visible_run(request, path_id(request))
     wanted = request.query.get("step")
@@ -85,9 +100,9 @@ async def execution_logs(request: web.Request) -> web.Response:
                 f"Its steps: {', '.join(s.name for s in steps)}.",
                 steps=[s.name for s in steps],
             )
-        text = "".join(s.log or s.log_tail for s in chosen)
+        text = "".join([await _log_of(request, s) for s in chosen])
     else:
-        parts = [f"==> {s.name} ({s.status}) <==\n{s.log or s.log_tail}" for s in steps]
+        parts = [f"==> {s.name} ({s.status}) <==\n{await _log_of(request, s)}" for s in steps]
         text = "\n".join(p if p.endswith("\n") else p + "\n" for p in parts)
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 

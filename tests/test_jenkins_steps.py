@@ -256,3 +256,24 @@ async def test_tool_is_registered_from_settings_with_its_health(
         "active",
     )
     assert tool.last_health_ok is True
+
+
+async def test_the_api_logs_route_reads_the_whole_console_from_jenkins(
+    sqlite_url: str, pipelines_dir: Path, fake: FakeJenkins
+) -> None:
+    import aiohttp
+
+    from tests.api_support import SECRET, bearer
+
+    write_jenkins_pipeline(pipelines_dir)
+    console = "".join(f"line {i}\n" for i in range(200)) + f"token {TOKEN}\n"
+    fake.script("deploy-web", "SUCCESS", duration=0.1, console=console)
+    settings = jenkins_settings(sqlite_url, pipelines_dir, fake, ANSFLOW_JWT_SECRET=SECRET)
+    async with serving(settings) as server:
+        run = await finished(server, await start_run(server))
+        url = f"{server.url}/api/v1/cicd/executions/{run.id}/logs/?step=Deploy"
+        async with aiohttp.ClientSession() as http, http.get(url, headers=bearer("U1")) as reply:
+            text = await reply.text()
+    assert reply.status == 200
+    assert "line 0\n" in text and "line 199\n" in text
+    assert TOKEN not in text and "token ***" in text
