@@ -23,7 +23,11 @@ class StartupError(Exception):
 async def _serve(settings: Settings) -> None:
     app = build_app(settings)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
+    try:
+        await runner.setup()
+    except BaseException:
+        await runner.cleanup()  # close what started (the database) before reporting
+        raise
     site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
     try:
         await site.start()

@@ -53,10 +53,12 @@ def events_handler(bolt: AsyncApp, signing_secret: str) -> Handler:
 
     async def slack_events(request: web.Request) -> web.StreamResponse:
         raw = await request.text()  # bounded by the app's client_max_size
-        if not verifier.is_valid(
-            body=raw,
-            timestamp=request.headers.get("X-Slack-Request-Timestamp", ""),
-            signature=request.headers.get("X-Slack-Signature", ""),
+        timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
+        signature = request.headers.get("X-Slack-Signature", "")
+        if not (
+            timestamp.isdigit()
+            and signature
+            and verifier.is_valid(body=raw, timestamp=timestamp, signature=signature)
         ):
             return web.Response(status=401, text="invalid request signature")
         bolt_request = await to_bolt_request(request)

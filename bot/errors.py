@@ -1,7 +1,7 @@
 """Errors of the Slack bot.
 
-    StartupError (ansflow.serve)
-    └── SlackStartupError   Slack refused the bot token at start; one line, no token in it
+StartupError (ansflow.serve)
+└── SlackStartupError   Slack refused the bot token at start; one line, no token in it
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 EXAMPLE_URL = "https://ansflow.example.com"
+USAGE_HINT = "run PIPELINE [key=value …] | status [ID] | cancel ID | logs ID [STEP] | list"
 EVENTS_PATH = "/slack/events"
 BOT_SCOPES = [
     "commands",
@@ -34,7 +35,7 @@ def manifest(url: str | None = EXAMPLE_URL, socket_mode: bool = False) -> dict[s
     command: dict[str, Any] = {
         "command": "/ansflow",
         "description": "Run and follow delivery pipelines",
-        "usage_hint": "run PIPELINE [key=value …] | status [ID] | cancel ID | logs ID [STEP] | list",
+        "usage_hint": USAGE_HINT,
         "should_escape": False,
     }
     interactivity: dict[str, Any] = {"is_enabled": True}

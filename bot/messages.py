@@ -98,7 +98,9 @@ def cancelling(by: str) -> str:
 
 
 def step_line(name: str, status: StepStatus, seconds: float | None = None) -> str:
-    took = f" in {duration(seconds)}" if seconds is not None and status != StepStatus.RUNNING else ""
+    took = (
+        f" in {duration(seconds)}" if seconds is not None and status != StepStatus.RUNNING else ""
+    )
     return f"{STEP_EMOJI[status]} *{name}* {STEP_WORD[status]}{took}"
 
 

@@ -40,17 +40,21 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.outbox import FILE, POST_KINDS, REPLY, ROOT_POST, ROOT_UPDATE
+from bot.outcomes import (
+    IN_FLIGHT,
+    METADATA_TYPE,
+    UNSURE,
+    Failure,
+    api_failure,
+    is_unsure,
+    names_row,
+    transport_failure,
+)
 from storage.models import OutboxMessage, Run, StepRun
 from storage.runs import now, set_thread
 
 log = logging.getLogger(__name__)
 
-IN_FLIGHT = "in flight"
-UNSURE = "unsure: "
-METADATA_TYPE = "ansflow_outbox"
-RETRYABLE = frozenset(
-    {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
-)
 PICK_WINDOW = 500
 LOOKUP_PAGES = 5
 
@@ -59,8 +63,12 @@ LOOKUP_PAGES = 5
 class Pacing:
     """How fast and how patiently the notifier talks to Slack (seconds)."""
 
-    per_second: float = 1.0
-    burst: int = 3
+    # Any 10 s holds at most burst + 10 * per_second = 10 posts: never above 1/s.
+    per_second: float = 0.8
+    burst: int = 2
+    # A card or step row is held this long after it is written, so that quick
+    # changes fold into it (a fast run posts its final card and no update).
+    settle: float = 0.5
     poll_interval: float = 1.0
     base_backoff: float = 1.0
     max_backoff: float = 30.0
@@ -76,7 +84,9 @@ class _Channel:
 
     def delay(self, pacing: Pacing) -> float:
         at = time.monotonic()
-        self.tokens = min(float(pacing.burst), self.tokens + (at - self.updated) * pacing.per_second)
+        self.tokens = min(
+            float(pacing.burst), self.tokens + (at - self.updated) * pacing.per_second
+        )
         self.updated = at
         wait = 0.0 if self.tokens >= 1.0 else (1.0 - self.tokens) / pacing.per_second
         return max(wait, self.not_before - at)
@@ -89,12 +99,6 @@ class _Pick:
     wait: float = 0.0
 
 
-class _Failure(Exception):
-    def __init__(self, error: str, *, retry: bool, ambiguous: bool, after: float | None = None):
-        super().__init__(error)
-        self.error, self.retry, self.ambiguous, self.after = error, retry, ambiguous, after
-
-
 class Notifier:
     def __init__(self, client: AsyncWebClient, pacing: Pacing | None = None) -> None:
         self.client = client
@@ -105,6 +109,7 @@ class Notifier:
         self._wake = asyncio.Event()
         self._threads: dict[int, tuple[str, str]] = {}
         self._main: asyncio.Task[None] | None = None
+        self._stopping = False
 
     # ---- lifecycle ---------------------------------------------------------
 
@@ -112,6 +117,7 @@ class Notifier:
         self._main = asyncio.create_task(self._run(), name="slack-notifier")
 
     async def stop(self) -> None:
+        self._stopping = True
         tasks = [t for t in [self._main, *self._workers.values()] if t is not None]
         for task in tasks:
             task.cancel()
@@ -126,11 +132,13 @@ class Notifier:
             wake.set()
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             self._wake.clear()
             try:
-                channels = await OutboxMessage.filter(state="pending").distinct().values_list(
-                    "channel", flat=True
+                channels = (
+                    await OutboxMessage.filter(state="pending")
+                    .distinct()
+                    .values_list("channel", flat=True)
                 )
                 for channel in channels:
                     worker = self._workers.get(str(channel))
@@ -145,7 +153,7 @@ class Notifier:
     async def _worker(self, channel: str) -> None:
         state = self._channels.setdefault(channel, _Channel(tokens=float(self.pacing.burst)))
         wake = self._wakes.setdefault(channel, asyncio.Event())
-        while True:
+        while not self._stopping:
             wake.clear()
             try:
                 pick = await self._pick(channel)
@@ -169,8 +177,10 @@ class Notifier:
     # ---- choosing the next row ----------------------------------------------
 
     async def _pick(self, channel: str) -> _Pick:
-        rows = await OutboxMessage.filter(channel=channel, state="pending").order_by("id").limit(
-            PICK_WINDOW
+        rows = (
+            await OutboxMessage.filter(channel=channel, state="pending")
+            .order_by("id")
+            .limit(PICK_WINDOW)
         )
         if not rows:
             return _Pick(None, False)
@@ -185,8 +195,11 @@ class Notifier:
             if row.kind == ROOT_UPDATE and latest_update.get(row.coalesce_key) != row.id:
                 await _settle(row, "coalesced", None, "superseded by a newer update")
                 continue
-            if row.next_attempt_at is not None and row.next_attempt_at > current:
-                wait = min(wait, (row.next_attempt_at - current).total_seconds())
+            ready_at = row.next_attempt_at
+            if row.coalesce_key and row.attempts == 0:
+                ready_at = row.created_at + timedelta(seconds=self.pacing.settle)
+            if ready_at is not None and ready_at > current:
+                wait = min(wait, (ready_at - current).total_seconds())
                 if run_id is not None:
                     blocked.add(run_id)
                 continue
@@ -213,10 +226,10 @@ class Notifier:
     # ---- sending one row ----------------------------------------------------
 
     async def _send(self, row: OutboxMessage, state: _Channel) -> None:
-        unsure = _is_unsure(row.last_error)
-        claimed = await OutboxMessage.filter(id=row.id, state="pending", attempts=row.attempts).update(
-            attempts=row.attempts + 1, last_error=IN_FLIGHT
-        )
+        unsure = is_unsure(row.last_error)
+        claimed = await OutboxMessage.filter(
+            id=row.id, state="pending", attempts=row.attempts
+        ).update(attempts=row.attempts + 1, last_error=IN_FLIGHT)
         fresh = await OutboxMessage.filter(id=row.id).first() if claimed else None
         if fresh is None:
             return
@@ -224,43 +237,56 @@ class Notifier:
             if unsure and fresh.kind in POST_KINDS:
                 found = await self._find_posted(fresh)
                 if found is not None:
-                    log.info("Slack outbox: row %s had reached Slack before; not posting again", row.id)
+                    log.info(
+                        "Slack outbox: row %s had reached Slack before; not posting again", row.id
+                    )
                     await self._delivered(fresh, *found)
                     return
                 unsure = False
             ts, channel = await self._deliver(fresh)
         except SlackApiError as err:
-            await self._failed(fresh, _api_failure(err), unsure, state)
+            await self._failed(fresh, api_failure(err), unsure, state)
             return
         except (TimeoutError, aiohttp.ClientError) as err:
-            await self._failed(fresh, _transport_failure(err), unsure, state)
+            await self._failed(fresh, transport_failure(err), unsure, state)
             return
-        except _Failure as failure:
+        except Failure as failure:
             await self._failed(fresh, failure, unsure, state)
             return
         await self._delivered(fresh, ts, channel)
 
     async def _deliver(self, row: OutboxMessage) -> tuple[str | None, str]:
         payload: dict[str, Any] = dict(row.payload)
-        metadata = {"event_type": METADATA_TYPE, "event_payload": {"row": row.id, "run": row.run_id}}
+        metadata = {
+            "event_type": METADATA_TYPE,
+            "event_payload": {"row": row.id, "run": row.run_id},
+        }
         content = {"text": payload.get("text", ""), "blocks": payload.get("blocks") or None}
         if row.kind == ROOT_POST:
             res = await self.client.chat_postMessage(
-                channel=row.channel, metadata=metadata, unfurl_links=False, unfurl_media=False,
+                channel=row.channel,
+                metadata=metadata,
+                unfurl_links=False,
+                unfurl_media=False,
                 **content,
             )
             return str(res["ts"]), str(res["channel"])
         thread = await self._thread(row.run_id) if row.run_id is not None else None
         if thread is None:
-            raise _Failure("no thread for this message", retry=False, ambiguous=False)
+            raise Failure("no thread for this message", retry=False, ambiguous=False)
         channel, thread_ts = thread
         if row.kind == ROOT_UPDATE:
             res = await self.client.chat_update(channel=channel, ts=thread_ts, **content)
             return str(res["ts"]), channel
         if row.kind == REPLY:
             res = await self.client.chat_postMessage(
-                channel=channel, thread_ts=thread_ts, metadata=metadata, unfurl_links=False,
-                unfurl_media=False, reply_broadcast=bool(payload.get("reply_broadcast")), **content,
+                channel=channel,
+                thread_ts=thread_ts,
+                metadata=metadata,
+                unfurl_links=False,
+                unfurl_media=False,
+                reply_broadcast=bool(payload.get("reply_broadcast")),
+                **content,
             )
             return str(res["ts"]), channel
         if row.kind == FILE:
@@ -268,11 +294,14 @@ class Notifier:
             if step is None or not step.log:
                 return None, channel
             await self.client.files_upload_v2(
-                channel=channel, thread_ts=thread_ts, content=step.log,
-                filename=str(payload.get("filename") or "step.log"), title=payload.get("title"),
+                channel=channel,
+                thread_ts=thread_ts,
+                content=step.log,
+                filename=str(payload.get("filename") or "step.log"),
+                title=payload.get("title"),
             )
             return None, channel
-        raise _Failure(f"unknown outbox kind {row.kind!r}", retry=False, ambiguous=False)
+        raise Failure(f"unknown outbox kind {row.kind!r}", retry=False, ambiguous=False)
 
     async def _delivered(self, row: OutboxMessage, ts: str | None, channel: str) -> None:
         if row.kind == ROOT_POST and ts and row.run_id is not None:
@@ -281,7 +310,7 @@ class Notifier:
         await _settle(row, "sent", ts, None)
 
     async def _failed(
-        self, row: OutboxMessage, failure: _Failure, unsure: bool, state: _Channel
+        self, row: OutboxMessage, failure: Failure, unsure: bool, state: _Channel
     ) -> None:
         error = failure.error
         if failure.ambiguous or unsure:
@@ -305,57 +334,27 @@ class Notifier:
     # ---- finding a post whose outcome is unknown ------------------------------
 
     async def _find_posted(self, row: OutboxMessage) -> tuple[str, str] | None:
-        if row.kind == ROOT_POST:
-            args: dict[str, Any] = {"channel": row.channel}
-            method = self.client.conversations_history
-        else:
+        args: dict[str, Any] = {"channel": row.channel}
+        method = "conversations.history"
+        if row.kind != ROOT_POST:
             thread = await self._thread(row.run_id) if row.run_id is not None else None
             if thread is None:
                 return None
             args = {"channel": thread[0], "ts": thread[1]}
-            method = self.client.conversations_replies
+            method = "conversations.replies"
         cursor: str | None = None
         for _ in range(LOOKUP_PAGES):
-            res = await method(**args, include_all_metadata=True, limit=200, cursor=cursor)
+            params = {**args, "include_all_metadata": "true", "limit": 200}
+            if cursor:
+                params["cursor"] = cursor
+            res = await self.client.api_call(method, http_verb="GET", params=params)
             for message in res.get("messages") or []:
-                if _names_row(message, row.id):
+                if names_row(message, row.id):
                     return str(message["ts"]), str(args["channel"])
             cursor = (res.get("response_metadata") or {}).get("next_cursor") or None
             if not res.get("has_more") or not cursor:
                 break
         return None
-
-
-def _names_row(message: dict[str, Any], row_id: int) -> bool:
-    metadata = message.get("metadata") or {}
-    payload = metadata.get("event_payload") or {}
-    return bool(metadata.get("event_type") == METADATA_TYPE and payload.get("row") == row_id)
-
-
-def _is_unsure(last_error: str | None) -> bool:
-    return last_error is not None and (last_error == IN_FLIGHT or last_error.startswith(UNSURE))
-
-
-def _api_failure(err: SlackApiError) -> _Failure:
-    response = err.response
-    status = int(getattr(response, "status_code", 200) or 200)
-    code = str(response.get("error") or f"http {status}") if response is not None else "unknown"
-    if status == 429 or code == "ratelimited":
-        headers = getattr(response, "headers", {}) or {}
-        try:
-            after = float(headers.get("Retry-After") or headers.get("retry-after") or 1)
-        except ValueError:
-            after = 1.0
-        return _Failure("ratelimited", retry=True, ambiguous=False, after=max(after, 0.0))
-    if status >= 500 or code in RETRYABLE:
-        return _Failure(f"{code} (HTTP {status})", retry=True, ambiguous=False)
-    return _Failure(code, retry=False, ambiguous=False)
-
-
-def _transport_failure(err: BaseException) -> _Failure:
-    # Never connected: Slack cannot have the message. Anything later: it might.
-    ambiguous = not isinstance(err, aiohttp.ClientConnectorError)
-    return _Failure(f"{type(err).__name__}: {err}"[:300], retry=True, ambiguous=ambiguous)
 
 
 async def _settle(row: OutboxMessage, state: str, ts: str | None, error: str | None) -> None:
@@ -366,5 +365,7 @@ async def _settle(row: OutboxMessage, state: str, ts: str | None, error: str | N
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> None:
+    # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel.
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), timeout=max(seconds, 0.0))
+        async with asyncio.timeout(max(seconds, 0.0)):
+            await event.wait()

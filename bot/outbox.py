@@ -61,16 +61,21 @@ async def write_outbox(event: Event, conn: BaseDBAsyncClient) -> None:
     run = event.run
     if not run.channel_id:
         return
-    await _root(run, conn, cancelling_by=event.by if isinstance(event, CancelRequested) else None,
-                first=isinstance(event, RunStarted))
+    await _root(
+        run,
+        conn,
+        cancelling_by=event.by if isinstance(event, CancelRequested) else None,
+        first=isinstance(event, RunStarted),
+    )
     step = getattr(event, "step", None)
     if isinstance(event, StepStarted) and step is not None:
         await add_reply(conn, run, views.step_reply(run, step), key=step_key(step.id), step=step)
     elif isinstance(event, StepFinished) and step is not None:
         await _step_finished(run, step, conn)
     elif isinstance(event, StepUpdated) and step is not None and step.external_url:
-        await add_reply(conn, run, views.step_reply(run, step), key=step_key(step.id), step=step,
-                        coalesce=True)
+        await add_reply(
+            conn, run, views.step_reply(run, step), key=step_key(step.id), step=step, coalesce=True
+        )
     elif isinstance(event, RunFinished):
         await add_reply(conn, run, views.completion(run), broadcast=True)
 
@@ -93,8 +98,13 @@ async def add_reply(
     if coalesce and key is not None and await _rewrite(conn, key, payload):
         return
     await OutboxMessage.create(
-        channel=run.channel_id, kind=REPLY, run_id=run.id, step_id=step.id if step else None,
-        coalesce_key=key, payload=payload, using_db=conn,
+        channel=run.channel_id,
+        kind=REPLY,
+        run_id=run.id,
+        step_id=step.id if step else None,
+        coalesce_key=key,
+        payload=payload,
+        using_db=conn,
     )
 
 
@@ -111,7 +121,9 @@ async def _root(
     run: RunSnapshot, conn: BaseDBAsyncClient, *, cancelling_by: str | None, first: bool
 ) -> None:
     if cancelling_by is None and run.status not in RUN_TERMINAL:
-        rows = await Run.filter(id=run.id).using_db(conn).values_list("cancel_requested_by", flat=True)
+        rows = (
+            await Run.filter(id=run.id).using_db(conn).values_list("cancel_requested_by", flat=True)
+        )
         cancelling_by = str(rows[0]) if rows and rows[0] else None
     payload = views.run_card(run, now(), cancelling_by).as_args()
     key = root_key(run.id)
@@ -119,8 +131,12 @@ async def _root(
         return
     exists = not first and await OutboxMessage.filter(coalesce_key=key).using_db(conn).exists()
     await OutboxMessage.create(
-        channel=run.channel_id, kind=ROOT_UPDATE if exists else ROOT_POST, run_id=run.id,
-        coalesce_key=key, payload=payload, using_db=conn,
+        channel=run.channel_id,
+        kind=ROOT_UPDATE if exists else ROOT_POST,
+        run_id=run.id,
+        coalesce_key=key,
+        payload=payload,
+        using_db=conn,
     )
 
 
@@ -132,19 +148,28 @@ async def _step_finished(run: RunSnapshot, step: StepSnapshot, conn: BaseDBAsync
     await add_reply(conn, run, message, key=step_key(step.id), step=step, coalesce=True)
     if attach:
         filename = f"{run.pipeline}-{run.id}-{_slug(step.name)}.log"
-        payload = {"step_id": step.id, "filename": filename,
-                   "title": say.log_file_title(run.pipeline, run.id, step.name)}
+        payload = {
+            "step_id": step.id,
+            "filename": filename,
+            "title": say.log_file_title(run.pipeline, run.id, step.name),
+        }
         await OutboxMessage.create(
-            channel=run.channel_id, kind=FILE, run_id=run.id, step_id=step.id,
-            payload=payload, using_db=conn,
+            channel=run.channel_id,
+            kind=FILE,
+            run_id=run.id,
+            step_id=step.id,
+            payload=payload,
+            using_db=conn,
         )
 
 
 async def _log_is_longer(step: StepSnapshot, conn: BaseDBAsyncClient) -> bool:
     """True when the stored log holds more than the tail the reply shows."""
     rows = await (
-        StepRun.filter(id=step.id).using_db(conn)
-        .annotate(size=Length("log")).values_list("size", "log_dropped")
+        StepRun.filter(id=step.id)
+        .using_db(conn)
+        .annotate(size=Length("log"))
+        .values_list("size", "log_dropped")
     )
     if not rows:
         return False

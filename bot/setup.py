@@ -1,4 +1,8 @@
-"""Plugs the Slack bot into the server."""
+"""Plugs the Slack bot into the server (only when Slack is configured).
+
+When Slack is off nothing is subscribed: no outbox rows are written and no
+notifier runs, so nothing piles up.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,12 @@ import logging
 from aiohttp import web
 
 from ansflow.wiring import Core
+from bot.outbox import write_outbox
+from bot.service import SlackBot
 
 log = logging.getLogger(__name__)
+
+SLACK_BOT: web.AppKey[SlackBot] = web.AppKey("slack_bot", SlackBot)
 
 
 def setup_slack(app: web.Application, core: Core) -> None:
@@ -17,3 +25,11 @@ def setup_slack(app: web.Application, core: Core) -> None:
             "Slack is off: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET "
             "(or SLACK_APP_TOKEN for Socket Mode) to enable it"
         )
+        return
+    bot = SlackBot(core)
+    app[SLACK_BOT] = bot
+    core.bus.subscribe_in_tx(write_outbox)
+    core.bus.subscribe(bot.on_event)
+    if bot.signing_secret:
+        app.router.add_post("/slack/events", bot.handle_http)
+    app.cleanup_ctx.append(bot.lifecycle)

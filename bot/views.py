@@ -227,7 +227,9 @@ def pipeline_list(pipelines: list[Pipeline]) -> Message:
 def log_view(run_id: int, step: StepSnapshot, text: str, whole: bool, attached: bool) -> Message:
     header = say.step_line(escape(step.name), step.status, _step_seconds(step))
     if not text.strip():
-        return Message(say.logs_empty(step.name), [section(header), context(say.logs_empty(step.name))])
+        return Message(
+            say.logs_empty(step.name), [section(header), context(say.logs_empty(step.name))]
+        )
     note = say.logs_whole() if whole else say.logs_rest(run_id, step.name, attached)
     blocks = [section(f"Run #{run_id} · {header}"), section(code_block(text)), context(note)]
     return Message(f"Log of {step.name} (run #{run_id})", blocks)
