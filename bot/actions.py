@@ -1,8 +1,9 @@
 """Buttons: one handler per ``action_id``, with the same error rules as commands.
 
-``ACTIONS`` maps an ``action_id`` to its handler. The Cancel button lives
-here; the approval buttons (``views.APPROVE_ACTION_ID`` /
-``views.REJECT_ACTION_ID``) are added to ``ACTIONS`` by the approvals work.
+``ACTIONS`` maps an ``action_id`` to its handler. The Cancel button and
+the approval buttons (``views.APPROVE_ACTION_ID`` / ``views.REJECT_ACTION_ID``)
+live here; their decisions are the engine's (``engine.approvals.decide``), the
+same code the REST API calls.
 A handler gets our own :class:`Click` (never a Bolt payload) and returns the
 private reply for the clicker, or None.
 """
@@ -13,9 +14,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bot.commands.base import CommandEnv, run_id_of
+from bot import messages as say
+from bot.approval_views import parse_button_value
+from bot.commands.base import CommandEnv, CommandError, run_id_of
 from bot.commands.cancel import cancel_run
-from bot.views import CANCEL_ACTION_ID, Message
+from bot.views import APPROVE_ACTION_ID, CANCEL_ACTION_ID, REJECT_ACTION_ID, Message, plain
+from engine.approvals import APPROVE, REJECT, decide
 from engine.permissions import Actor
 
 
@@ -58,4 +62,25 @@ async def cancel_clicked(env: CommandEnv, click: Click) -> Message | None:
     return await cancel_run(env.engine, run_id_of(click.value), click.actor)
 
 
-ACTIONS: dict[str, ActionHandler] = {CANCEL_ACTION_ID: cancel_clicked}
+async def _decide(env: CommandEnv, click: Click, decision: str) -> Message:
+    ids = parse_button_value(click.value)
+    if ids is None:
+        raise CommandError(say.approval_bad_button())
+    run_id, approval_id = ids
+    result = await decide(env.engine, run_id, click.actor, decision, approval_id=approval_id)
+    return plain(say.approval_recorded(decision, max(0, result.required - result.approvals)))
+
+
+async def approve_clicked(env: CommandEnv, click: Click) -> Message | None:
+    return await _decide(env, click, APPROVE)
+
+
+async def reject_clicked(env: CommandEnv, click: Click) -> Message | None:
+    return await _decide(env, click, REJECT)
+
+
+ACTIONS: dict[str, ActionHandler] = {
+    CANCEL_ACTION_ID: cancel_clicked,
+    APPROVE_ACTION_ID: approve_clicked,
+    REJECT_ACTION_ID: reject_clicked,
+}

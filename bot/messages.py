@@ -45,6 +45,8 @@ STEP_WORD: dict[StepStatus, str] = {
     StepStatus.SKIPPED: "skipped",
 }
 
+APPROVE_BUTTON = "Approve"
+REJECT_BUTTON = "Reject"
 CANCEL_BUTTON = "Cancel"
 CANCEL_CONFIRM_TITLE = "Cancel this run?"
 CANCEL_CONFIRM_TEXT = "Running steps are stopped and the remaining steps are skipped."
@@ -235,3 +237,41 @@ def help_text() -> str:
     lines = ["*AnsFlow commands*"]
     lines += [f"• `/ansflow {USAGE[name]}` — {_DESCRIPTIONS[name]}" for name in USAGE]
     return "\n".join(lines)
+
+
+# ---- approvals ------------------------------------------------------------
+
+
+def approval_request(approvers: str, step: str, pipeline: str, run_id: int, required: int) -> str:
+    needed = "" if required == 1 else f" ({required} approvals needed)"
+    return f":raised_hand: {approvers}: *{step}* of *{pipeline} #{run_id}* needs approval{needed}."
+
+
+def asked_by(user_id: str) -> str:
+    return f"asked by {user(user_id)}"
+
+
+def approvals_so_far(gate: object) -> str:
+    decisions = getattr(gate, "decisions", ())
+    count = sum(1 for d in decisions if d.decision == "approve")
+    return f"{count} of {getattr(gate, 'required', 1)} approvals"
+
+
+def approval_timed_out() -> str:
+    return ":hourglass: Approval timed out; the run failed."
+
+
+def approval_cancelled() -> str:
+    return ":black_square_for_stop: The run was cancelled before this was decided."
+
+
+def approval_recorded(decision: str, remaining: int) -> str:
+    if decision == "reject":
+        return "You rejected it; the run stops."
+    if remaining > 0:
+        return f"Your approval is recorded; {remaining} more needed."
+    return "Approved; the run goes on."
+
+
+def approval_bad_button() -> str:
+    return "This button is not one of ours any more; use `/ansflow status` to see the run."

@@ -39,7 +39,7 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.outbox import FILE, POST_KINDS, REPLY, ROOT_POST, ROOT_UPDATE
+from bot.outbox import FILE, POST_KINDS, REPLY, REPLY_UPDATE, ROOT_POST, ROOT_UPDATE
 from bot.outcomes import (
     IN_FLIGHT,
     METADATA_TYPE,
@@ -288,6 +288,14 @@ class Notifier:
                 reply_broadcast=bool(payload.get("reply_broadcast")),
                 **content,
             )
+            return str(res["ts"]), channel
+        if row.kind == REPLY_UPDATE:
+            target = await OutboxMessage.filter(
+                coalesce_key=str(payload.get("target_key")), state="sent", result_ts__isnull=False
+            ).first()
+            if target is None or target.result_ts is None:
+                raise Failure("its message is not posted yet", retry=True, ambiguous=False)
+            res = await self.client.chat_update(channel=channel, ts=target.result_ts, **content)
             return str(res["ts"]), channel
         if row.kind == FILE:
             step = await StepRun.filter(id=payload.get("step_id")).first()

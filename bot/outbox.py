@@ -45,6 +45,8 @@ ROOT_POST = "root_post"
 ROOT_UPDATE = "root_update"
 REPLY = "reply"
 FILE = "file"
+# chat.update of an earlier reply, found by its coalesce key (payload["target_key"]).
+REPLY_UPDATE = "reply_update"
 POST_KINDS = frozenset({ROOT_POST, REPLY})
 
 
@@ -80,6 +82,7 @@ async def write_outbox(event: Event, conn: BaseDBAsyncClient) -> None:
         await add_reply(conn, run, views.completion(run), broadcast=True)
 
 
+
 async def add_reply(
     conn: BaseDBAsyncClient,
     run: RunSnapshot,
@@ -106,6 +109,11 @@ async def add_reply(
         payload=payload,
         using_db=conn,
     )
+
+
+async def rewrite_unsent(conn: BaseDBAsyncClient, key: str, payload: dict[str, Any]) -> bool:
+    """Replace the payload of ``key``'s row if nobody has tried to send it yet."""
+    return await _rewrite(conn, key, payload)
 
 
 async def _rewrite(conn: BaseDBAsyncClient, key: str, payload: dict[str, Any]) -> bool:

@@ -11,6 +11,7 @@ import logging
 from aiohttp import web
 
 from ansflow.wiring import Core
+from bot.approval_outbox import write_approval_outbox
 from bot.outbox import write_outbox
 from bot.service import SlackBot
 
@@ -29,6 +30,7 @@ def setup_slack(app: web.Application, core: Core) -> None:
     bot = SlackBot(core)
     app[SLACK_BOT] = bot
     core.bus.subscribe_in_tx(write_outbox)
+    core.bus.subscribe_in_tx(write_approval_outbox)
     core.bus.subscribe(bot.on_event)
     if bot.signing_secret:
         app.router.add_post("/slack/events", bot.handle_http)

@@ -8,6 +8,7 @@ or forge a link.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -58,6 +59,18 @@ def code_block(text: str, limit: int = SECTION_LIMIT - 200) -> str:
     if len(body) > room:
         body = "…" + body[-(room - 1) :]
     return f"```\n{body}\n```"
+
+
+def mentions(text: str) -> str:
+    """``@U123`` in engine text (e.g. "rejected by @U123") as a Slack mention."""
+    return _MENTION.sub(r"<@\1>", text)
+
+
+_MENTION = re.compile(r"@([UW][A-Z0-9]{2,})\b")
+
+
+def parameters_text(params: dict[str, str]) -> str:
+    return _parameters(params)
 
 
 def _parameters(params: dict[str, str]) -> str:
@@ -134,7 +147,7 @@ def run_card(run: RunSnapshot, now: datetime, cancelling_by: str | None = None) 
 
 
 def _reason(reason: str | None) -> str | None:
-    return escape(reason) if reason else None
+    return mentions(escape(reason)) if reason else None
 
 
 def step_reply(run: RunSnapshot, step: StepSnapshot, attached: bool = False) -> Message:
@@ -143,7 +156,7 @@ def step_reply(run: RunSnapshot, step: StepSnapshot, attached: bool = False) -> 
     blocks: list[Block] = [section(line)]
     extras: list[str] = []
     if step.reason and step.status in (StepStatus.FAILED, StepStatus.CANCELLED):
-        extras.append(say.step_reason(escape(step.reason)))
+        extras.append(say.step_reason(mentions(escape(step.reason))))
     if step.external_url:
         extras.append(say.build_link(step.external_url))
     if extras:
