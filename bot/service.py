@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -32,6 +32,7 @@ from bot.errors import SlackStartupError
 from bot.notifier import Notifier, Pacing
 from bot.views import Message
 from engine.events import Event
+from storage.models import StepRun
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +45,16 @@ def api_base(url: str | None) -> str:
 
 
 class SlackBot:
-    def __init__(self, core: Core, pacing: Pacing | None = None) -> None:
+    def __init__(
+        self,
+        core: Core,
+        pacing: Pacing | None = None,
+        jenkins_console: Callable[[StepRun], Awaitable[str | None]] | None = None,
+    ) -> None:
         settings = core.settings
         assert settings.slack_bot_token is not None
         self.core = core
-        self.env = CommandEnv(engine=core.engine)
+        self.env = CommandEnv(engine=core.engine, jenkins_console=jenkins_console)
         self.base_url = api_base(settings.slack_api_url)
         self.client = AsyncWebClient(
             token=settings.slack_bot_token.get_secret_value(),

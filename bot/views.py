@@ -219,7 +219,10 @@ def _describe(name: str, pipeline: Pipeline) -> str:
     return " ".join(bits)
 
 
-def pipeline_list(pipelines: list[Pipeline]) -> Message:
+def pipeline_list(
+    pipelines: list[Pipeline], jenkins_notes: dict[str, list[str]] | None = None
+) -> Message:
+    """Pipelines with their parameters; ``jenkins_notes`` adds the jobs they use and problems."""
     if not pipelines:
         return Message(say.no_pipelines(), [section(say.no_pipelines())])
     blocks: list[Block] = [section(say.pipelines_title())]
@@ -229,6 +232,7 @@ def pipeline_list(pipelines: list[Pipeline]) -> Message:
             lines[0] += f" — {escape(pipeline.description)}"
         params = [_describe(n, pipeline) for n in pipeline.parameters]
         lines += [f"• {p}" for p in params] or [f"_{say.no_parameters()}_"]
+        lines += (jenkins_notes or {}).get(pipeline.name, [])
         blocks.append(section("\n".join(lines)))
     if len(pipelines) > MAX_BLOCKS - 2:
         rest = ", ".join(p.name for p in pipelines[MAX_BLOCKS - 2 :])

@@ -10,6 +10,7 @@ from bot.parsing import ParsedCommand
 from bot.views import Message
 from engine.permissions import Actor
 from engine.runner import Engine
+from storage.models import StepRun
 
 
 class CommandError(Exception):
@@ -33,6 +34,8 @@ class Invocation:
 @dataclass(frozen=True)
 class CommandEnv:
     engine: Engine
+    # Reads a Jenkins step's whole console from Jenkins (None when Jenkins is off).
+    jenkins_console: Callable[[StepRun], Awaitable[str | None]] | None = None
 
 
 Handler = Callable[[CommandEnv, Invocation, ParsedCommand], Awaitable[Message | None]]

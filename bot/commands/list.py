@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from bot.commands.base import CommandEnv, Invocation, expect
 from bot.parsing import ParsedCommand
-from bot.views import Message, pipeline_list
+from bot.views import Message, escape, pipeline_list
+from engine.jenkins.sync import pipeline_job_problems
 from engine.permissions import may_run
+from engine.pipelines import JenkinsSpec, Pipeline
 
 
 async def handle(env: CommandEnv, call: Invocation, command: ParsedCommand) -> Message | None:
@@ -16,4 +18,16 @@ async def handle(env: CommandEnv, call: Invocation, command: ParsedCommand) -> M
         for _, pipeline in sorted(catalog.pipelines.items())
         if may_run(pipeline, call.actor, env.engine.admins)
     ]
-    return pipeline_list(allowed)
+    return pipeline_list(allowed, {p.name: await jenkins_notes(p) for p in allowed})
+
+
+async def jenkins_notes(pipeline: Pipeline) -> list[str]:
+    """Which Jenkins jobs a pipeline uses, flagging jobs or parameters that no longer exist."""
+    leaves = pipeline.leaves()
+    jobs = sorted({spec.jenkins.job for _, spec in leaves if isinstance(spec, JenkinsSpec)})
+    if not jobs:
+        return []
+    notes = ["Jenkins: " + ", ".join(f"`{escape(job)}`" for job in jobs)]
+    problems = await pipeline_job_problems(pipeline)
+    notes += [f":warning: {escape(step)}: {escape(problem)}" for step, problem in problems.items()]
+    return notes

@@ -39,7 +39,10 @@ async def handle(env: CommandEnv, call: Invocation, command: ParsedCommand) -> M
         raise RunNotFound(run_id)
     steps = await read_steps(run_id)
     step = choose_step(steps, command.args[1] if len(command.args) > 1 else None, run_id)
-    text = step.log or step.log_tail
+    console = None
+    if step.kind == "jenkins" and env.jenkins_console is not None:
+        console = await env.jenkins_console(step)  # the whole build console, from Jenkins
+    text = console or step.log or step.log_tail
     whole = len(text) <= SHOWN_CHARS and not step.log_dropped
     shown = text if whole else text[-SHOWN_CHARS:]
     attached = not whole and await log_attached(step.id)
