@@ -93,13 +93,18 @@ async def add_reply(
     broadcast: bool = False,
     coalesce: bool = False,
 ) -> None:
-    """Queue a thread reply; with ``coalesce``, rewrite the unsent reply of ``key`` instead.
+    """Queue a thread reply; with ``coalesce``, change the reply of ``key`` instead.
 
-    Other parts (approvals) use this to put their own replies in a run's thread.
+    An unsent reply is rewritten; one already sent (or on its way) is edited in
+    place by a ``reply_update`` row, so a step keeps one message in the thread
+    from its start to its end. Other parts (approvals) use this for their replies.
     """
     payload: dict[str, Any] = {**message.as_args(), "reply_broadcast": broadcast}
-    if coalesce and key is not None and await _rewrite(conn, key, payload):
-        return
+    if coalesce and key is not None:
+        if await _rewrite(conn, key, payload):
+            return
+        if await _edit_posted(conn, run, key, payload, step):
+            return
     await OutboxMessage.create(
         channel=run.channel_id,
         kind=REPLY,
@@ -114,6 +119,38 @@ async def add_reply(
 async def rewrite_unsent(conn: BaseDBAsyncClient, key: str, payload: dict[str, Any]) -> bool:
     """Replace the payload of ``key``'s row if nobody has tried to send it yet."""
     return await _rewrite(conn, key, payload)
+
+
+async def _edit_posted(
+    conn: BaseDBAsyncClient,
+    run: RunSnapshot,
+    key: str,
+    payload: dict[str, Any],
+    step: StepSnapshot | None,
+) -> bool:
+    """Queue a ``chat.update`` of ``key``'s reply when that reply exists and is not dead."""
+    exists = (
+        await OutboxMessage.filter(coalesce_key=key, kind=REPLY)
+        .exclude(state="dead")
+        .using_db(conn)
+        .exists()
+    )
+    if not exists:
+        return False
+    update = {**payload, "target_key": key}
+    update_key = f"{key}:update"
+    if await _rewrite(conn, update_key, update):
+        return True
+    await OutboxMessage.create(
+        channel=run.channel_id,
+        kind=REPLY_UPDATE,
+        run_id=run.id,
+        step_id=step.id if step else None,
+        coalesce_key=update_key,
+        payload=update,
+        using_db=conn,
+    )
+    return True
 
 
 async def _rewrite(conn: BaseDBAsyncClient, key: str, payload: dict[str, Any]) -> bool:
