@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 import time
 
@@ -19,7 +20,8 @@ def main() -> int:
         print(f"\n## {name}", flush=True)
         started = time.monotonic()
         try:
-            module.main([])
+            takes_argv = bool(inspect.signature(module.main).parameters)
+            module.main([]) if takes_argv else module.main()
         except Exception as exc:  # keep going: one benchmark's failure hides no other figure
             failed += 1
             print(f"{name} failed: {exc!r}", file=sys.stderr)
