@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import inspect
 import sys
@@ -21,7 +22,9 @@ def main() -> int:
         started = time.monotonic()
         try:
             takes_argv = bool(inspect.signature(module.main).parameters)
-            module.main([]) if takes_argv else module.main()
+            result = module.main([]) if takes_argv else module.main()
+            if inspect.iscoroutine(result):
+                asyncio.run(result)
         except Exception as exc:  # keep going: one benchmark's failure hides no other figure
             failed += 1
             print(f"{name} failed: {exc!r}", file=sys.stderr)
