@@ -77,10 +77,13 @@ class SlackBot:
     async def lifecycle(self, app: web.Application) -> AsyncIterator[None]:
         identity = await self._check_token()
         self.bolt = self._build_bolt(identity)
-        self._http = events_handler(self.bolt, self.signing_secret)
-        self.notifier.start()
+        if self.signing_secret:  # Socket Mode may run without one: no /slack/events then
+            self._http = events_handler(self.bolt, self.signing_secret)
         if self.app_token:
-            await self._connect_socket_mode()
+            await self._open_socket_mode()
+        self.notifier.start()
+        if self._socket is not None:
+            self.spawn(self._socket.connect_async())  # retries on its own; never blocks the start
         log.info("Slack bot on (%s)", "Socket Mode" if self.app_token else "HTTP, /slack/events")
         yield
         if self._socket is not None:
@@ -124,14 +127,32 @@ class SlackBot:
             bolt.action(action_id)(self._action_listener(handler))
         return bolt
 
-    async def _connect_socket_mode(self) -> None:
+    async def _open_socket_mode(self) -> None:
+        """Build the Socket Mode handler and get its first URL; a refused app token stops the start.
+
+        slack_sdk's ``connect()`` retries a refused token every 10 s forever,
+        which would hang the start, so the first ``apps.connections.open`` is ours.
+        """
         from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 
-        assert self.bolt is not None
-        self._socket = AsyncSocketModeHandler(
+        assert self.bolt is not None and self.app_token is not None
+        handler: Any = AsyncSocketModeHandler(  # untyped in slack_bolt, like self._socket
             self.bolt, app_token=self.app_token, web_client=self.client
         )
-        await self._socket.connect_async()
+        try:
+            res = await self.client.apps_connections_open(app_token=self.app_token)
+            handler.client.wss_uri = str(res["url"])
+        except SlackApiError as err:
+            status, code = err.response.status_code, err.response.get("error")
+            if status == 200:
+                await handler.close_async()
+                raise SlackStartupError(
+                    f"invalid setting SLACK_APP_TOKEN: Slack refused it ({code})"
+                ) from None
+            log.warning("Slack apps.connections.open failed (HTTP %s, %s); going on", status, code)
+        except (TimeoutError, aiohttp.ClientError) as err:
+            log.warning("cannot reach the Slack API at %s (%s); going on", self.base_url, err)
+        self._socket = handler
 
     # ---- HTTP and events ----------------------------------------------------
 
