@@ -82,7 +82,8 @@ class Hub:
         self.clients.discard(client)
         log.warning(
             "WebSocket client of %s dropped: %s events queued unread",
-            client.actor.user_id, client.queue.qsize(),
+            client.actor.user_id,
+            client.queue.qsize(),
         )
         client.on_drop()
 

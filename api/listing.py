@@ -12,8 +12,8 @@ from api.common import DIGITS, PipelineCache, core_of
 from api.errors import ApiError
 from api.render import execution_json, page_json
 from engine.permissions import may_view
+from engine.snapshots import run_snapshot
 from engine.state import RunStatus
-from storage import runs as store
 from storage.models import Run, StepRun
 
 DEFAULT_PAGE_SIZE = 20
@@ -67,17 +67,16 @@ async def list_runs(request: web.Request, cache: PipelineCache) -> web.Response:
     else:
         visible = await _visible_ids(request, cache, query)
         count = len(visible)
-        ids = visible[start:start + size]
+        ids = visible[start : start + size]
     runs = {r.id: r for r in await Run.filter(id__in=ids)} if ids else {}
     steps: dict[int, list[StepRun]] = {}
     for step in await StepRun.filter(run_id__in=ids).order_by("position") if ids else []:
         steps.setdefault(step.run_id, []).append(step)
-    results = [
-        execution_json(store.run_snapshot(runs[i], steps.get(i, []))) for i in ids if i in runs
-    ]
+    results = [execution_json(run_snapshot(runs[i], steps.get(i, []))) for i in ids if i in runs]
     next_url = str(request.url.update_query(page=page + 1)) if start + size < count else None
     previous_url = (
         str(request.url.update_query(page=min(page - 1, max(1, -(-count // size)))))
-        if page > 1 else None
+        if page > 1
+        else None
     )
     return web.json_response(page_json(count, results, next_url, previous_url))

@@ -27,8 +27,12 @@ def _json(schema: Json, description: str) -> Json:
 
 
 _ERR = _json(_ref("Error"), "error")
-_ID = {"name": "id", "in": "path", "required": True,
-       "schema": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}}
+_ID = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+}
 
 
 def _errors(*codes: int) -> Json:
@@ -37,38 +41,59 @@ def _errors(*codes: int) -> Json:
 
 def _page(item: str) -> Json:
     return {
-        "type": "object", "required": ["count", "next", "previous", "results"],
-        "properties": {"count": {"type": "integer"}, "next": _nullable("string"),
-                       "previous": _nullable("string"),
-                       "results": {"type": "array", "items": _ref(item)}},
+        "type": "object",
+        "required": ["count", "next", "previous", "results"],
+        "properties": {
+            "count": {"type": "integer"},
+            "next": _nullable("string"),
+            "previous": _nullable("string"),
+            "results": {"type": "array", "items": _ref(item)},
+        },
     }
 
 
 _STEP = {
     "type": "object",
-    "required": ["name", "kind", "status", "started_at", "finished_at", "external_url",
-                 "log_tail"],
+    "required": ["name", "kind", "status", "started_at", "finished_at", "external_url", "log_tail"],
     "properties": {
-        "name": {"type": "string"}, "path": {"type": "string"}, "kind": {"type": "string"},
+        "name": {"type": "string"},
+        "path": {"type": "string"},
+        "kind": {"type": "string"},
         "status": {"enum": [s.value for s in StepStatus]},
         "started_at": _nullable("string", format="date-time"),
         "finished_at": _nullable("string", format="date-time"),
-        "exit_code": _nullable("integer"), "reason": _nullable("string"),
-        "external_url": _nullable("string"), "log_tail": {"type": "string"},
+        "exit_code": _nullable("integer"),
+        "reason": _nullable("string"),
+        "external_url": _nullable("string"),
+        "log_tail": {"type": "string"},
     },
 }
 
 _EXECUTION = {
     "type": "object",
-    "required": ["id", "pipeline", "status", "trigger_type", "triggered_by", "parameters",
-                 "created_at", "started_at", "finished_at", "duration", "steps"],
+    "required": [
+        "id",
+        "pipeline",
+        "status",
+        "trigger_type",
+        "triggered_by",
+        "parameters",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "duration",
+        "steps",
+    ],
     "properties": {
-        "id": {"type": "integer"}, "pipeline": {"type": "string"},
+        "id": {"type": "integer"},
+        "pipeline": {"type": "string"},
         "status": {"enum": [s.value for s in RunStatus]},
-        "trigger_type": {"type": "string"}, "triggered_by": {"type": "string"},
+        "trigger_type": {"type": "string"},
+        "triggered_by": {"type": "string"},
         "source": {"type": "string"},
         "parameters": {"type": "object", "additionalProperties": {"type": "string"}},
-        "reason": _nullable("string"), "failed_step": _nullable("string"),
+        "reason": _nullable("string"),
+        "failed_step": _nullable("string"),
         "created_at": {"type": "string", "format": "date-time"},
         "started_at": _nullable("string", format="date-time"),
         "finished_at": _nullable("string", format="date-time"),
@@ -81,62 +106,92 @@ _EXECUTION = {
 _CREATE = {
     "type": "object",
     "description": "Give `pipeline` (a name) or `pipeline_id` (the `id` that "
-                   "GET /api/v1/pipelines/ shows: the 1-based position in the sorted names).",
+    "GET /api/v1/pipelines/ shows: the 1-based position in the sorted names).",
     "additionalProperties": False,
     "properties": {
         "pipeline": {"type": "string", "minLength": 1},
         "pipeline_id": {"type": "integer", "minimum": 1},
         "cicd_tool_id": {"type": "integer", "minimum": 1},
         "trigger_type": {"enum": list(TRIGGER_TYPES), "default": "api"},
-        "parameters": {"type": "object",
-                       "additionalProperties": {"type": ["string", "number", "boolean"]}},
+        "parameters": {
+            "type": "object",
+            "additionalProperties": {"type": ["string", "number", "boolean"]},
+        },
     },
 }
 
 _SCHEMAS: Json = {
-    "Error": {"type": "object", "required": ["error", "detail"],
-              "properties": {"error": {"type": "string"}, "detail": {}}},
+    "Error": {
+        "type": "object",
+        "required": ["error", "detail"],
+        "properties": {"error": {"type": "string"}, "detail": {}},
+    },
     "Step": _STEP,
     "Execution": _EXECUTION,
     "ApprovalDecision": {
         "type": "object",
-        "properties": {"step": {"type": "string"}, "user": {"type": "string"},
-                       "decision": {"type": "string"}, "comment": _nullable("string"),
-                       "decided_at": _nullable("string", format="date-time")},
+        "properties": {
+            "step": {"type": "string"},
+            "user": {"type": "string"},
+            "decision": {"type": "string"},
+            "comment": _nullable("string"),
+            "decided_at": _nullable("string", format="date-time"),
+        },
     },
     "CreateExecution": _CREATE,
-    "Decision": {"type": "object", "additionalProperties": False,
-                 "properties": {"comment": {"type": "string", "maxLength": 2000}}},
+    "Decision": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"comment": {"type": "string", "maxLength": 2000}},
+    },
     "Pipeline": {
-        "type": "object", "required": ["id", "name", "parameters"],
+        "type": "object",
+        "required": ["id", "name", "parameters"],
         "properties": {
-            "id": {"type": "integer"}, "name": {"type": "string"},
-            "description": _nullable("string"), "channel": _nullable("string"),
-            "parameters": {"type": "array", "items": {
-                "type": "object",
-                "properties": {"name": {"type": "string"}, "default": _nullable("string"),
-                               "required": {"type": "boolean"},
-                               "choices": {"type": ["array", "null"],
-                                           "items": {"type": "string"}},
-                               "pattern": _nullable("string"),
-                               "description": _nullable("string")}}},
+            "id": {"type": "integer"},
+            "name": {"type": "string"},
+            "description": _nullable("string"),
+            "channel": _nullable("string"),
+            "parameters": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "name": {"type": "string"},
+                        "default": _nullable("string"),
+                        "required": {"type": "boolean"},
+                        "choices": {"type": ["array", "null"], "items": {"type": "string"}},
+                        "pattern": _nullable("string"),
+                        "description": _nullable("string"),
+                    },
+                },
+            },
             "steps": {"type": "array", "items": {"type": "object"}},
         },
     },
     "Tool": {
-        "type": "object", "required": ["id", "name", "kind", "url", "status"],
+        "type": "object",
+        "required": ["id", "name", "kind", "url", "status"],
         "properties": {
-            "id": {"type": "integer"}, "name": {"type": "string"}, "kind": {"type": "string"},
-            "url": {"type": "string"}, "username": {"type": "string"},
+            "id": {"type": "integer"},
+            "name": {"type": "string"},
+            "kind": {"type": "string"},
+            "url": {"type": "string"},
+            "username": {"type": "string"},
             "status": {"enum": ["active", "inactive"]},
             "last_health_at": _nullable("string", format="date-time"),
-            "last_health_ok": _nullable("boolean"), "last_health_error": _nullable("string"),
+            "last_health_ok": _nullable("boolean"),
+            "last_health_error": _nullable("string"),
             "created_at": _nullable("string", format="date-time"),
             "updated_at": _nullable("string", format="date-time"),
         },
     },
-    "ToolPatch": {"type": "object", "required": ["status"], "additionalProperties": False,
-                  "properties": {"status": {"enum": ["active", "inactive"]}}},
+    "ToolPatch": {
+        "type": "object",
+        "required": ["status"],
+        "additionalProperties": False,
+        "properties": {"status": {"enum": ["active", "inactive"]}},
+    },
 }
 
 
@@ -145,69 +200,132 @@ def _body(schema: str, required: bool = True) -> Json:
 
 
 def _decide(word: str) -> Json:
-    return {"post": {
-        "summary": f"{word.capitalize()} the run's waiting approval as the token's subject",
-        "parameters": [_ID], "requestBody": _body("Decision", required=False),
-        "responses": {"200": _json(_ref("Execution"), "the execution"),
-                      **_errors(400, 403, 404, 409)},
-    }}
+    return {
+        "post": {
+            "summary": f"{word.capitalize()} the run's waiting approval as the token's subject",
+            "parameters": [_ID],
+            "requestBody": _body("Decision", required=False),
+            "responses": {
+                "200": _json(_ref("Execution"), "the execution"),
+                **_errors(400, 403, 404, 409),
+            },
+        }
+    }
 
 
-_WS = {"101": {"description": "switching to WebSocket: a snapshot, then one JSON "
-                              "message per event"}}
+_WS = {
+    "101": {"description": "switching to WebSocket: a snapshot, then one JSON message per event"}
+}
 
 _E = "/api/v1/cicd/executions/"
 
 PATHS: Json = {
     _E: {
-        "post": {"summary": "Start a run", "requestBody": _body("CreateExecution"),
-                 "responses": {"201": _json(_ref("Execution"), "the new execution"),
-                               **_errors(400, 403, 404, 409)}},
-        "get": {"summary": "Executions the token's user may see, newest first",
-                "parameters": [
-                    {"name": "status", "in": "query",
-                     "schema": {"enum": [s.value for s in RunStatus]}},
-                    {"name": "pipeline", "in": "query", "schema": {"type": "string"}},
-                    {"name": "page", "in": "query",
-                     "schema": {"type": "integer", "minimum": 1, "default": 1}},
-                    {"name": "page_size", "in": "query",
-                     "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE,
-                                "default": 20}}],
-                "responses": {"200": _json(_page("Execution"), "a page"), **_errors(400)}},
+        "post": {
+            "summary": "Start a run",
+            "requestBody": _body("CreateExecution"),
+            "responses": {
+                "201": _json(_ref("Execution"), "the new execution"),
+                **_errors(400, 403, 404, 409),
+            },
+        },
+        "get": {
+            "summary": "Executions the token's user may see, newest first",
+            "parameters": [
+                {"name": "status", "in": "query", "schema": {"enum": [s.value for s in RunStatus]}},
+                {"name": "pipeline", "in": "query", "schema": {"type": "string"}},
+                {
+                    "name": "page",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "default": 1},
+                },
+                {
+                    "name": "page_size",
+                    "in": "query",
+                    "schema": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": MAX_PAGE_SIZE,
+                        "default": 20,
+                    },
+                },
+            ],
+            "responses": {"200": _json(_page("Execution"), "a page"), **_errors(400)},
+        },
     },
-    _E + "{id}/": {"get": {"summary": "One execution with its steps", "parameters": [_ID],
-                           "responses": {"200": _json(_ref("Execution"), "the execution"),
-                                         **_errors(403, 404)}}},
-    _E + "{id}/cancel/": {"post": {
-        "summary": "Cancel a run", "parameters": [_ID],
-        "responses": {"202": _json(_ref("Execution"), "cancel requested"),
-                      "200": _json(_ref("Execution"), "cancel was already requested"),
-                      **_errors(403, 404, 409)}}},
+    _E + "{id}/": {
+        "get": {
+            "summary": "One execution with its steps",
+            "parameters": [_ID],
+            "responses": {"200": _json(_ref("Execution"), "the execution"), **_errors(403, 404)},
+        }
+    },
+    _E + "{id}/cancel/": {
+        "post": {
+            "summary": "Cancel a run",
+            "parameters": [_ID],
+            "responses": {
+                "202": _json(_ref("Execution"), "cancel requested"),
+                "200": _json(_ref("Execution"), "cancel was already requested"),
+                **_errors(403, 404, 409),
+            },
+        }
+    },
     _E + "{id}/approve/": _decide("approve"),
     _E + "{id}/reject/": _decide("reject"),
-    _E + "{id}/logs/": {"get": {
-        "summary": "Stored log of one step, or of all steps with headers",
-        "parameters": [_ID, {"name": "step", "in": "query", "schema": {"type": "string"}}],
-        "responses": {"200": {"description": "the log",
-                              "content": {"text/plain": {"schema": {"type": "string"}}}},
-                      **_errors(403, 404)}}},
-    "/api/v1/pipelines/": {"get": {
-        "summary": "Pipelines the token's user may run, with their parameters",
-        "responses": {"200": _json(_page("Pipeline"), "pipelines"), **_errors()}}},
-    "/api/v1/cicd/tools/": {"get": {
-        "summary": "CI/CD tools (never their tokens)",
-        "responses": {"200": _json(_page("Tool"), "tools"), **_errors()}}},
-    "/api/v1/cicd/tools/{id}/": {"patch": {
-        "summary": "Activate or deactivate a tool (admins)", "parameters": [_ID],
-        "requestBody": _body("ToolPatch"),
-        "responses": {"200": _json(_ref("Tool"), "the tool"), **_errors(400, 403, 404)}}},
-    "/api/v1/ws/executions/": {"get": {
-        "summary": "WebSocket: every run the token may see", "responses": {**_WS, **_errors()}}},
-    "/api/v1/ws/executions/{id}/": {"get": {
-        "summary": "WebSocket: one run until it ends", "parameters": [_ID],
-        "responses": {**_WS, **_errors(403, 404)}}},
-    PATH: {"get": {"summary": "This document", "security": [],
-                   "responses": {"200": {"description": "OpenAPI 3.1"}}}},
+    _E + "{id}/logs/": {
+        "get": {
+            "summary": "Stored log of one step, or of all steps with headers",
+            "parameters": [_ID, {"name": "step", "in": "query", "schema": {"type": "string"}}],
+            "responses": {
+                "200": {
+                    "description": "the log",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                **_errors(403, 404),
+            },
+        }
+    },
+    "/api/v1/pipelines/": {
+        "get": {
+            "summary": "Pipelines the token's user may run, with their parameters",
+            "responses": {"200": _json(_page("Pipeline"), "pipelines"), **_errors()},
+        }
+    },
+    "/api/v1/cicd/tools/": {
+        "get": {
+            "summary": "CI/CD tools (never their tokens)",
+            "responses": {"200": _json(_page("Tool"), "tools"), **_errors()},
+        }
+    },
+    "/api/v1/cicd/tools/{id}/": {
+        "patch": {
+            "summary": "Activate or deactivate a tool (admins)",
+            "parameters": [_ID],
+            "requestBody": _body("ToolPatch"),
+            "responses": {"200": _json(_ref("Tool"), "the tool"), **_errors(400, 403, 404)},
+        }
+    },
+    "/api/v1/ws/executions/": {
+        "get": {
+            "summary": "WebSocket: every run the token may see",
+            "responses": {**_WS, **_errors()},
+        }
+    },
+    "/api/v1/ws/executions/{id}/": {
+        "get": {
+            "summary": "WebSocket: one run until it ends",
+            "parameters": [_ID],
+            "responses": {**_WS, **_errors(403, 404)},
+        }
+    },
+    PATH: {
+        "get": {
+            "summary": "This document",
+            "security": [],
+            "responses": {"200": {"description": "OpenAPI 3.1"}},
+        }
+    },
 }
 
 
@@ -218,8 +336,9 @@ def document() -> Json:
         "paths": PATHS,
         "components": {
             "schemas": _SCHEMAS,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                           "bearerFormat": "JWT"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+            },
         },
         "security": [{"bearer": []}],
     }

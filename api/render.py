@@ -76,8 +76,13 @@ def event_json(event: Event) -> Json:
 
 
 def decision_json(step: str, user: str, decision: str, comment: str | None, at: datetime) -> Json:
-    return {"step": step, "user": user, "decision": decision, "comment": comment,
-            "decided_at": iso(at)}
+    return {
+        "step": step,
+        "user": user,
+        "decision": decision,
+        "comment": comment,
+        "decided_at": iso(at),
+    }
 
 
 def pipeline_json(pipeline_id: int, pipeline: Pipeline) -> Json:
@@ -97,8 +102,9 @@ def pipeline_json(pipeline_id: int, pipeline: Pipeline) -> Json:
             }
             for name, spec in pipeline.parameters.items()
         ],
-        "steps": [{"path": path, "name": spec.name, "kind": spec.kind}
-                  for path, spec in pipeline.leaves()],
+        "steps": [
+            {"path": path, "name": spec.name, "kind": spec.kind} for path, spec in pipeline.leaves()
+        ],
     }
 
 
@@ -129,6 +135,7 @@ def tool_json(tool: CICDTool) -> Json:
     }
 
 
-def page_json(count: int, results: list[Json], next_url: str | None,
-              previous_url: str | None) -> Json:
+def page_json(
+    count: int, results: list[Json], next_url: str | None, previous_url: str | None
+) -> Json:
     return {"count": count, "next": next_url, "previous": previous_url, "results": results}

@@ -19,7 +19,7 @@ from api.common import approvals_of, core_of, json_object, path_id, visible_run
 from api.errors import ApiError
 from api.render import execution_json
 from engine.permissions import Actor
-from storage import runs as store
+from engine.snapshots import run_snapshot
 
 BASE = "/api/v1/cicd/executions/"
 MAX_COMMENT = 2000
@@ -68,7 +68,7 @@ async def _decide(request: web.Request, decision: str) -> web.Response:
     core = core_of(request)
     await decide_approval(core, run_id, actor_of(request), decision, comment)
     run, steps = await visible_run(request, run_id)
-    snapshot = store.run_snapshot(run, steps)
+    snapshot = run_snapshot(run, steps)
     return web.json_response(execution_json(snapshot, await approvals_of(run_id, steps)))
 
 

@@ -18,7 +18,7 @@ from api.errors import ApiError
 from api.listing import list_runs
 from api.render import execution_json
 from engine.runner import CancelResult, RunRequest
-from storage import runs as store
+from engine.snapshots import run_snapshot
 from storage.models import StepRun
 
 BASE = "/api/v1/cicd/executions/"
@@ -61,7 +61,7 @@ async def create_execution(request: web.Request) -> web.Response:
 
 async def get_execution(request: web.Request) -> web.Response:
     run, steps = await visible_run(request, path_id(request))
-    snapshot = store.run_snapshot(run, steps)
+    snapshot = run_snapshot(run, steps)
     return web.json_response(execution_json(snapshot, await approvals_of(run.id, steps)))
 
 

@@ -37,8 +37,9 @@ def setup_api(app: web.Application, core: Core) -> None:
     if secret is None:
         log.info("REST API refuses all requests: set ANSFLOW_JWT_SECRET to enable it")
     elif len(secret.encode()) < MIN_SECRET_BYTES:
-        log.warning("ANSFLOW_JWT_SECRET is shorter than %s bytes; use a longer random one",
-                    MIN_SECRET_BYTES)
+        log.warning(
+            "ANSFLOW_JWT_SECRET is shorter than %s bytes; use a longer random one", MIN_SECRET_BYTES
+        )
     app.middlewares.append(error_middleware)
     app.middlewares.append(auth_middleware(secret))
     hub = Hub(core.engine.admins)

@@ -24,6 +24,7 @@ from api.hub import Client, Hub
 from api.render import execution_json
 from engine.events import Event, RunFinished, RunSnapshot
 from engine.permissions import may_view
+from engine.snapshots import run_snapshot
 from engine.state import RUN_ACTIVE, RUN_TERMINAL, RunStatus, StepStatus
 from storage import runs as store
 from storage.models import Run, StepRun
@@ -37,9 +38,13 @@ CLOSE_TIMEOUT = 2.0
 MAX_SNAPSHOT_RUNS = 100
 
 _RANK = {
-    RunStatus.PENDING.value: 0, RunStatus.RUNNING.value: 1,
-    RunStatus.WAITING_APPROVAL.value: 1, StepStatus.SKIPPED.value: 2,
-    RunStatus.SUCCESS.value: 2, RunStatus.FAILED.value: 2, RunStatus.CANCELLED.value: 2,
+    RunStatus.PENDING.value: 0,
+    RunStatus.RUNNING.value: 1,
+    RunStatus.WAITING_APPROVAL.value: 1,
+    StepStatus.SKIPPED.value: 2,
+    RunStatus.SUCCESS.value: 2,
+    RunStatus.FAILED.value: 2,
+    RunStatus.CANCELLED.value: 2,
 }
 
 
@@ -62,9 +67,11 @@ async def _single_snapshot(run_id: int) -> tuple[str, RunSnapshot]:
     run = await store.read_run(run_id)
     assert run is not None
     steps = await store.read_steps(run_id)
-    snapshot = store.run_snapshot(run, steps)
+    snapshot = run_snapshot(run, steps)
     body = {
-        "type": "snapshot", "execution_id": run_id, "status": snapshot.status.value,
+        "type": "snapshot",
+        "execution_id": run_id,
+        "status": snapshot.status.value,
         "execution": execution_json(snapshot, await approvals_of(run_id, steps)),
     }
     return json.dumps(body), snapshot
@@ -76,13 +83,14 @@ async def _stream_snapshot(request: web.Request, cache: PipelineCache) -> str:
     active = [s.value for s in RUN_ACTIVE]
     runs = await Run.filter(status__in=active).order_by("-id").limit(MAX_SNAPSHOT_RUNS)
     runs = [
-        r for r in runs
+        r
+        for r in runs
         if may_view(cache.get(r.definition), r.triggered_by, actor, core.engine.admins)
     ]
     steps: dict[int, list[StepRun]] = {}
     for step in await StepRun.filter(run_id__in=[r.id for r in runs]).order_by("position"):
         steps.setdefault(step.run_id, []).append(step)
-    executions = [execution_json(store.run_snapshot(r, steps.get(r.id, []))) for r in runs]
+    executions = [execution_json(run_snapshot(r, steps.get(r.id, []))) for r in runs]
     return json.dumps({"type": "snapshot", "executions": executions})
 
 
@@ -144,9 +152,7 @@ async def _serve(request: web.Request, run_id: int | None) -> web.WebSocketRespo
     return ws
 
 
-async def _then_close(
-    ws: web.WebSocketResponse, writer: Coroutine[Any, Any, None]
-) -> None:
+async def _then_close(ws: web.WebSocketResponse, writer: Coroutine[Any, Any, None]) -> None:
     try:
         await writer
     except (ConnectionError, TimeoutError):

@@ -28,7 +28,10 @@ def gate_update_key(approval_id: int) -> str:
 
 
 async def gate_view(
-    approval: Approval, run: RunSnapshot, step_name: str, conn: BaseDBAsyncClient,
+    approval: Approval,
+    run: RunSnapshot,
+    step_name: str,
+    conn: BaseDBAsyncClient,
     cancelled: bool = False,
 ) -> GateView:
     rows = await ApprovalDecision.filter(approval_id=approval.id).using_db(conn).order_by("id")
@@ -45,9 +48,7 @@ async def gate_view(
         outcome=outcome,
         decided_at=approval.decided_at,
         expires_at=approval.expires_at,
-        decisions=tuple(
-            Decision(d.user_id, d.decision, d.comment, d.decided_at) for d in rows
-        ),
+        decisions=tuple(Decision(d.user_id, d.decision, d.comment, d.decided_at) for d in rows),
     )
 
 

@@ -82,7 +82,6 @@ async def write_outbox(event: Event, conn: BaseDBAsyncClient) -> None:
         await add_reply(conn, run, views.completion(run), broadcast=True)
 
 
-
 async def add_reply(
     conn: BaseDBAsyncClient,
     run: RunSnapshot,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from engine.events import RunSnapshot
+from engine.snapshots import run_snapshot
 from storage.models import OutboxMessage, Run
-from storage.runs import run_snapshot
 
 
 async def recent_runs_of(user_id: str, limit: int) -> list[RunSnapshot]:

@@ -24,6 +24,7 @@ from engine.events import ApprovalDecided
 from engine.executors.base import StepOutcome
 from engine.permissions import Actor, approval_refusal
 from engine.pipelines import ApprovalSpec
+from engine.snapshots import run_snapshot, step_snapshot
 from engine.state import RUN_TERMINAL, RunStatus, StepStatus
 from storage import runs as store
 from storage.models import Approval, ApprovalDecision, StepRun
@@ -61,7 +62,7 @@ class DecisionResult:
 
 
 def describe_decided(approval: Approval, decisions: list[ApprovalDecision]) -> str:
-    """"Approved by @U1 at 14:03" — what a decided gate says about itself."""
+    """ "Approved by @U1 at 14:03" — what a decided gate says about itself."""
     if approval.outcome == Outcome.TIMED_OUT:
         return "Approval timed out"
     wanted = REJECT if approval.outcome == Outcome.REJECTED else APPROVE
@@ -144,19 +145,26 @@ async def _record(
     outcome: Outcome | None = None
     try:
         async with in_transaction() as conn:
-            already = await ApprovalDecision.filter(
-                approval_id=approval.id, user_id=actor.user_id
-            ).using_db(conn).exists()
+            already = (
+                await ApprovalDecision.filter(approval_id=approval.id, user_id=actor.user_id)
+                .using_db(conn)
+                .exists()
+            )
             if already:
                 raise _AlreadyDecided
             # A concurrent duplicate fails on the unique key and rolls back whole.
             await ApprovalDecision.create(
-                approval_id=approval.id, user_id=actor.user_id, decision=decision,
-                comment=comment, using_db=conn,
+                approval_id=approval.id,
+                user_id=actor.user_id,
+                decision=decision,
+                comment=comment,
+                using_db=conn,
             )
-            approvals = await ApprovalDecision.filter(
-                approval_id=approval.id, decision=APPROVE
-            ).using_db(conn).count()
+            approvals = (
+                await ApprovalDecision.filter(approval_id=approval.id, decision=APPROVE)
+                .using_db(conn)
+                .count()
+            )
             if decision == REJECT:
                 outcome = Outcome.REJECTED
             elif approvals >= approval.required:
@@ -165,8 +173,8 @@ async def _record(
                 outcome = None  # someone else settled it first
             steps = await store.read_steps(run.id, conn)
             event = ApprovalDecided(
-                run=store.run_snapshot(run, steps),
-                step=store.step_snapshot(step),
+                run=run_snapshot(run, steps),
+                step=step_snapshot(step),
                 approval_id=approval.id,
                 user_id=actor.user_id,
                 decision=decision,
@@ -190,16 +198,16 @@ async def _record(
     elif outcome == Outcome.REJECTED:
         reason = f"rejected by @{actor.user_id}" + (f": {comment}" if comment else "")
         await engine.finish_step(run.id, step.id, StepOutcome(StepStatus.FAILED, reason=reason))
-    return DecisionResult(
-        approval.id, decision, outcome, recorded, approvals, approval.required
-    )
+    return DecisionResult(approval.id, decision, outcome, recorded, approvals, approval.required)
 
 
 async def settle(approval: Approval, outcome: Outcome, conn: Any) -> bool:
     """Compare-and-set the gate's outcome; True for the one caller that wins."""
     stamp = store.now()
-    won = await Approval.filter(id=approval.id, outcome__isnull=True).using_db(conn).update(
-        outcome=outcome.value, decided_at=stamp
+    won = (
+        await Approval.filter(id=approval.id, outcome__isnull=True)
+        .using_db(conn)
+        .update(outcome=outcome.value, decided_at=stamp)
     )
     if won:
         approval.outcome = outcome.value

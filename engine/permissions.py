@@ -75,9 +75,7 @@ def approval_refusal(spec: ApprovalSpec, started_by: str, actor: Actor) -> str |
     return None
 
 
-def may_view(
-    pipeline: Pipeline, started_by: str, actor: Actor, admins: frozenset[str]
-) -> bool:
+def may_view(pipeline: Pipeline, started_by: str, actor: Actor, admins: frozenset[str]) -> bool:
     """May ``actor`` see a run of ``pipeline`` started by ``started_by`` (API, WebSocket)?
 
     Admins see every run; others the runs they started, the runs of pipelines

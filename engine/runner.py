@@ -40,7 +40,9 @@ from engine.permissions import Actor, cancel_refusal, run_refusal
 from engine.pipelines import JenkinsSpec, Pipeline
 from engine.plan import Plan, StepView, plan
 from engine.runlock import RunLocks
+from engine.snapshots import run_snapshot, step_snapshot
 from engine.state import RUN_TERMINAL, STEP_ACTIVE, RunStatus, StepStatus
+from engine.transitions import active_run_ids, move_run, move_step, request_cancel
 from storage import runs as store
 from storage.models import CICDTool, Run, StepRun
 
@@ -146,7 +148,7 @@ class Engine:
             latest = await self._drive_locked(run.id, (run, steps))
         if latest is None:
             return await self.snapshot(run.id)
-        return store.run_snapshot(*latest)
+        return run_snapshot(*latest)
 
     async def _check_tools(self, pipeline: Pipeline, tool_id: int | None) -> None:
         names = {
@@ -180,8 +182,8 @@ class Engine:
         async with self._locks.hold(run_id):
             steps = await store.read_steps(run_id)
             async with self._tx() as conn:
-                won = await store.request_cancel(run, actor.user_id, conn)
-                event = CancelRequested(run=store.run_snapshot(run, steps), by=actor.user_id)
+                won = await request_cancel(run, actor.user_id, conn)
+                event = CancelRequested(run=run_snapshot(run, steps), by=actor.user_id)
                 if won:
                     await self.bus.publish_in_tx(event, conn)
             if won:
@@ -195,7 +197,7 @@ class Engine:
         run = await store.read_run(run_id)
         if run is None:
             raise RunNotFound(run_id)
-        return store.run_snapshot(run, await store.read_steps(run_id))
+        return run_snapshot(run, await store.read_steps(run_id))
 
     def pinned(self, run: Run) -> Pipeline:
         pipeline = self._pinned.get(run.id)
@@ -282,8 +284,8 @@ class Engine:
         **fields: Any,
     ) -> bool:
         async with self._tx() as conn:
-            won = await store.set_run_status(run, status, conn, **fields)
-            event = event_type(run=store.run_snapshot(run, steps))
+            won = await move_run(run, status, conn, **fields)
+            event = event_type(run=run_snapshot(run, steps))
             if won:
                 await self._publish(event, conn)
         if won:
@@ -314,7 +316,7 @@ class Engine:
         if executor is None:
             executor = NotSupportedExecutor(step.kind, f"no executor for {step.kind} steps")
         async with self._tx() as conn:
-            won = await store.set_step_status(
+            won = await move_step(
                 step,
                 executor.started_status,
                 conn,
@@ -322,7 +324,7 @@ class Engine:
                 started_at=store.now(),
                 attempt=step.attempt + 1,
             )
-            event = StepStarted(run=store.run_snapshot(run, steps), step=store.step_snapshot(step))
+            event = StepStarted(run=run_snapshot(run, steps), step=step_snapshot(step))
             if won:
                 await self._publish(event, conn)
         if not won:
@@ -359,10 +361,8 @@ class Engine:
             [StepStatus.PENDING] if outcome.status == StepStatus.SKIPPED else list(STEP_ACTIVE)
         )
         async with self._tx() as conn:
-            won = await store.set_step_status(
-                step, outcome.status, conn, expected=expected, **fields
-            )
-            event = StepFinished(run=store.run_snapshot(run, steps), step=store.step_snapshot(step))
+            won = await move_step(step, outcome.status, conn, expected=expected, **fields)
+            event = StepFinished(run=run_snapshot(run, steps), step=step_snapshot(step))
             if won:
                 await self._publish(event, conn)
         if won:
@@ -429,7 +429,7 @@ class Engine:
         visible = "external_url" in fields and fields["external_url"] != step.external_url
         async with self._tx() as conn:
             await store.update_step_fields(step, conn, **fields)
-            event = StepUpdated(run=store.run_snapshot(run, steps), step=store.step_snapshot(step))
+            event = StepUpdated(run=run_snapshot(run, steps), step=step_snapshot(step))
             if visible:
                 await self._publish(event, conn)
         if visible:
@@ -452,7 +452,7 @@ class Engine:
 
     async def recover(self) -> int:
         """Continue every run a previous process left active. Returns how many."""
-        run_ids = await store.active_run_ids()
+        run_ids = await active_run_ids()
         for run_id in run_ids:
             try:
                 await self._recover_run(run_id)

@@ -7,14 +7,12 @@ sets a status read earlier without the ``status IN`` guard.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 
-from engine.events import RunSnapshot, StepSnapshot
-from engine.state import RunStatus, StepStatus, run_sources, step_sources
 from storage.models import Run, StepRun
 
 
@@ -40,7 +38,7 @@ async def create_run(
         pipeline=pipeline,
         definition=definition,
         parameters=parameters,
-        status=RunStatus.PENDING.value,
+        status="pending",
         trigger_type=trigger_type,
         triggered_by=triggered_by,
         source=source,
@@ -73,14 +71,14 @@ async def read_steps(run_id: int, conn: BaseDBAsyncClient | None = None) -> list
 
 async def set_run_status(
     run: Run,
-    proposed: RunStatus,
+    proposed: str,
+    sources: Collection[str],
     conn: BaseDBAsyncClient,
     **fields: Any,
 ) -> bool:
-    """Move ``run`` to ``proposed`` if its stored status still allows it; update ``run``."""
-    sources = [s.value for s in run_sources(proposed)]
-    changes: dict[str, Any] = {"status": proposed.value, **fields}
-    count = await Run.filter(id=run.id, status__in=sources).using_db(conn).update(**changes)
+    """Move ``run`` to ``proposed`` if its stored status is one of ``sources``; update ``run``."""
+    changes: dict[str, Any] = {"status": proposed, **fields}
+    count = await Run.filter(id=run.id, status__in=list(sources)).using_db(conn).update(**changes)
     if count:
         for key, value in changes.items():
             setattr(run, key, value)
@@ -89,20 +87,16 @@ async def set_run_status(
 
 async def set_step_status(
     step: StepRun,
-    proposed: StepStatus,
+    proposed: str,
+    sources: Collection[str],
     conn: BaseDBAsyncClient,
-    *,
-    expected: Iterable[StepStatus] | None = None,
     **fields: Any,
 ) -> bool:
-    """Move ``step`` to ``proposed`` if its stored status is one of ``expected``.
-
-    ``expected`` defaults to every status from which ``proposed`` is allowed.
-    """
-    allowed = step_sources(proposed)
-    sources = [s.value for s in (expected if expected is not None else allowed) if s in allowed]
-    changes: dict[str, Any] = {"status": proposed.value, **fields}
-    count = await StepRun.filter(id=step.id, status__in=sources).using_db(conn).update(**changes)
+    """Move ``step`` to ``proposed`` if its stored status is one of ``sources``."""
+    changes: dict[str, Any] = {"status": proposed, **fields}
+    count = await (
+        StepRun.filter(id=step.id, status__in=list(sources)).using_db(conn).update(**changes)
+    )
     if count:
         for key, value in changes.items():
             setattr(step, key, value)
@@ -116,12 +110,13 @@ async def update_step_fields(step: StepRun, conn: BaseDBAsyncClient, **fields: A
         setattr(step, key, value)
 
 
-async def request_cancel(run: Run, by: str, conn: BaseDBAsyncClient) -> bool:
+async def request_cancel(
+    run: Run, by: str, active: Collection[str], conn: BaseDBAsyncClient
+) -> bool:
     """Mark an active run as cancelling, once: the second request finds it marked."""
-    active = [RunStatus.PENDING.value, RunStatus.RUNNING.value, RunStatus.WAITING_APPROVAL.value]
     stamp = now()
     count = await (
-        Run.filter(id=run.id, status__in=active, cancel_requested_at__isnull=True)
+        Run.filter(id=run.id, status__in=list(active), cancel_requested_at__isnull=True)
         .using_db(conn)
         .update(cancel_requested_at=stamp, cancel_requested_by=by)
     )
@@ -131,50 +126,12 @@ async def request_cancel(run: Run, by: str, conn: BaseDBAsyncClient) -> bool:
     return bool(count)
 
 
-async def active_run_ids() -> list[int]:
-    active = [RunStatus.PENDING.value, RunStatus.RUNNING.value, RunStatus.WAITING_APPROVAL.value]
-    rows = await Run.filter(status__in=active).order_by("id").values_list("id", flat=True)
+async def active_run_ids(active: Collection[str]) -> list[int]:
+    rows = await Run.filter(status__in=list(active)).order_by("id").values_list("id", flat=True)
     return [int(row) for row in rows]  # type: ignore[call-overload]
 
 
 async def set_thread(run_id: int, channel_id: str, thread_ts: str) -> None:
     await Run.filter(id=run_id, thread_ts__isnull=True).update(
         channel_id=channel_id, thread_ts=thread_ts
-    )
-
-
-def step_snapshot(step: StepRun) -> StepSnapshot:
-    return StepSnapshot(
-        id=step.id,
-        path=step.path,
-        name=step.name,
-        kind=step.kind,
-        status=StepStatus(step.status),
-        started_at=step.started_at,
-        finished_at=step.finished_at,
-        exit_code=step.exit_code,
-        reason=step.reason,
-        log_tail=step.log_tail,
-        external_url=step.external_url,
-    )
-
-
-def run_snapshot(run: Run, steps: Iterable[StepRun]) -> RunSnapshot:
-    return RunSnapshot(
-        id=run.id,
-        pipeline=run.pipeline,
-        status=RunStatus(run.status),
-        parameters=dict(run.parameters),
-        trigger_type=run.trigger_type,
-        triggered_by=run.triggered_by,
-        source=run.source,
-        channel_id=run.channel_id,
-        thread_ts=run.thread_ts,
-        reason=run.reason,
-        failed_step=run.failed_step,
-        created_at=run.created_at,
-        started_at=run.started_at,
-        finished_at=run.finished_at,
-        steps=tuple(step_snapshot(s) for s in steps),
-        definition=dict(run.definition),
     )

@@ -1,6 +1,6 @@
 """Config for Tortoise's own CLI.
 
-    tortoise -c storage.tortoise_conf.TORTOISE_ORM makemigrations
+tortoise -c storage.tortoise_conf.TORTOISE_ORM makemigrations
 """
 
 import os

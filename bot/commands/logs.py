@@ -8,9 +8,10 @@ from bot.parsing import ParsedCommand
 from bot.queries import log_attached
 from bot.views import Message, log_view
 from engine.errors import RunNotFound, StepNotFound
+from engine.snapshots import step_snapshot
 from engine.state import StepStatus
 from storage.models import StepRun
-from storage.runs import read_run, read_steps, step_snapshot
+from storage.runs import read_run, read_steps
 
 SHOWN_CHARS = 2600
 

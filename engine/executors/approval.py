@@ -19,6 +19,7 @@ from engine.approvals import Outcome, settle
 from engine.events import ApprovalRequested, EventBus
 from engine.executors.base import StepContext, StepOutcome
 from engine.pipelines import ApprovalSpec
+from engine.snapshots import run_snapshot, step_snapshot
 from engine.state import StepStatus
 from storage import runs as store
 from storage.models import Approval
@@ -60,8 +61,8 @@ class ApprovalExecutor:
             steps = await store.read_steps(ctx.run_id, conn)
             step = next(s for s in steps if s.id == ctx.step_id)
             event = ApprovalRequested(
-                run=store.run_snapshot(run, steps),
-                step=store.step_snapshot(step),
+                run=run_snapshot(run, steps),
+                step=step_snapshot(step),
                 approval_id=approval.id,
             )
             await self._bus.publish_in_tx(event, conn)

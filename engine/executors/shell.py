@@ -225,7 +225,9 @@ async def _spawn(
     protocol = _ExitAwareProtocol(loop)
     transport, _ = await loop.subprocess_exec(
         lambda: protocol,
-        "/bin/sh", "-c", command,
+        "/bin/sh",
+        "-c",
+        command,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,

@@ -1,0 +1,46 @@
+"""Snapshots: the engine's immutable view of stored rows (what events carry)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from engine.events import RunSnapshot, StepSnapshot
+from engine.state import RunStatus, StepStatus
+from storage.models import Run, StepRun
+
+
+def step_snapshot(step: StepRun) -> StepSnapshot:
+    return StepSnapshot(
+        id=step.id,
+        path=step.path,
+        name=step.name,
+        kind=step.kind,
+        status=StepStatus(step.status),
+        started_at=step.started_at,
+        finished_at=step.finished_at,
+        exit_code=step.exit_code,
+        reason=step.reason,
+        log_tail=step.log_tail,
+        external_url=step.external_url,
+    )
+
+
+def run_snapshot(run: Run, steps: Iterable[StepRun]) -> RunSnapshot:
+    return RunSnapshot(
+        id=run.id,
+        pipeline=run.pipeline,
+        status=RunStatus(run.status),
+        parameters=dict(run.parameters),
+        trigger_type=run.trigger_type,
+        triggered_by=run.triggered_by,
+        source=run.source,
+        channel_id=run.channel_id,
+        thread_ts=run.thread_ts,
+        reason=run.reason,
+        failed_step=run.failed_step,
+        created_at=run.created_at,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        steps=tuple(step_snapshot(s) for s in steps),
+        definition=dict(run.definition),
+    )
