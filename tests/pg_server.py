@@ -166,6 +166,7 @@ class ThrowawayPostgres:
         self._tmpdir: Path | None = None
         self._port: int | None = None
         self._running = False
+        self._stopped_port: int | None = None
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ info
@@ -310,6 +311,47 @@ class ThrowawayPostgres:
                 self._running = False
                 self._port = None
                 self._remove_tmpdir()
+
+    # ------------------------------------------- outages (replica tests)
+
+    def stop_keeping_data(self, mode: str = "fast") -> None:
+        """Stop the server as an outage would, keeping its data dir and port.
+
+        ``mode`` is pg_ctl's (``fast`` closes every session; ``immediate`` is a
+        crash). :meth:`start_again` brings the same server back on the same port.
+        """
+        with self._lock:
+            if not self._running or self._tmpdir is None:
+                raise RuntimeError("ThrowawayPostgres is not running")
+            proc = self._run_as_server_user(
+                [
+                    self._prog("pg_ctl"),
+                    "stop",
+                    "-D",
+                    str(self.data_dir),
+                    "-m",
+                    mode,
+                    "-w",
+                    "-t",
+                    "20",
+                ],
+                timeout=30,
+            )
+            if proc.returncode != 0:
+                self._kill_leftover()
+            self._stopped_port = self._port
+            self._running = False
+
+    def start_again(self) -> None:
+        """Start a server stopped by :meth:`stop_keeping_data` on its old port."""
+        with self._lock:
+            port = self._stopped_port
+            if self._running or port is None or self._tmpdir is None:
+                raise RuntimeError("start_again() needs a server stopped by stop_keeping_data()")
+            self._port = port
+            self._pg_ctl_start()
+            self._running = True
+            self._stopped_port = None
 
     def __enter__(self) -> ThrowawayPostgres:
         self.start()

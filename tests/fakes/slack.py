@@ -9,7 +9,8 @@ Answers with Slack's shapes and error codes (see NOTES-slack-jenkins.md).
 Failures are injected explicitly and are bounded: `fail_next` (429 with
 Retry-After, 500, or any Slack error), `go_down`/`come_up` (503 for every
 request), `delay` (slow answers; the call has already taken effect, as when
-Slack is slow to reply) and `rate_limit_per_channel` (429 when
+Slack is slow to reply), `delay_visibility` (a posted message shows up in
+conversations.history/replies only some time after the call answered) and `rate_limit_per_channel` (429 when
 chat.postMessage outpaces a per-channel budget). A failed call changes no
 state. Keep instances function-scoped (pytest-asyncio loop scopes).
 """
@@ -201,6 +202,10 @@ class FakeSlack:
             self.delay_seconds = seconds
         else:
             self._method_delays[method] = seconds
+
+    def delay_visibility(self, seconds: float) -> None:
+        """Messages posted from now on reach conversations.history/replies `seconds` later."""
+        self.store.visibility_delay = max(seconds, 0.0)
 
     def rate_limit_per_channel(self, max_per_second: float | None = 1.0, burst: int = 1) -> None:
         """chat.postMessage beyond this per-channel pace gets 429; None turns it off."""

@@ -62,6 +62,8 @@ class StoredMessage:
     reply_broadcast: bool = False
     edited_ts: str | None = None
     versions: list[dict[str, Any]] = field(default_factory=list)
+    # time.monotonic() from which conversations.history/replies show it
+    visible_at: float = 0.0
 
     @property
     def is_reply(self) -> bool:
@@ -189,6 +191,10 @@ def validate_metadata(value: Any) -> dict[str, Any] | None:
     return metadata
 
 
+def _visible(message: StoredMessage) -> bool:
+    return message.visible_at <= time.monotonic()
+
+
 def truthy(value: Any) -> bool:
     return value is True or value == 1 or str(value).lower() in ("1", "true")
 
@@ -203,6 +209,9 @@ class SlackStore:
         self.ephemerals: list[Ephemeral] = []
         self.files: dict[str, UploadedFile] = {}
         self.users: dict[str, dict[str, Any]] = {}
+        # Seconds between chat.postMessage answering and the message showing up
+        # in conversations.history/replies (real Slack is eventually consistent).
+        self.visibility_delay = 0.0
 
     def next_ts(self) -> str:
         """Unique, increasing, shaped like Slack's: `1700000000.000100`."""
@@ -262,6 +271,7 @@ class SlackStore:
             metadata=metadata,
             thread_ts=thread_ts,
             reply_broadcast=thread_ts is not None and truthy(args.get("reply_broadcast")),
+            visible_at=time.monotonic() + self.visibility_delay,
         )
         if thread_ts is not None:
             root = self.find(channel, thread_ts)
@@ -312,7 +322,9 @@ class SlackStore:
         shown = [
             m
             for m in reversed(self.channel_messages(channel))
-            if (not m.is_reply or m.reply_broadcast) and oldest <= float(m.ts) <= latest
+            if (not m.is_reply or m.reply_broadcast)
+            and oldest <= float(m.ts) <= latest
+            and _visible(m)
         ]
         return [
             m.to_api(with_metadata=with_metadata, reply_count=len(self.replies_of(channel, m.ts)))
@@ -327,8 +339,10 @@ class SlackStore:
             raise SlackError("thread_not_found") from None
         root_ts = root.thread_ts or root.ts
         root = self.find(channel, root_ts)
+        if not _visible(root):
+            raise SlackError("thread_not_found")
         with_metadata = truthy(args.get("include_all_metadata"))
-        replies = self.replies_of(channel, root_ts)
+        replies = [m for m in self.replies_of(channel, root_ts) if _visible(m)]
         head = root.to_api(with_metadata=with_metadata, reply_count=len(replies))
         return [head] + [m.to_api(with_metadata=with_metadata) for m in replies]
 
