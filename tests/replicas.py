@@ -355,15 +355,14 @@ class Replicas:
     async def finished(self, run_id: int, timeout: float = 30.0) -> asyncpg.Record:
         """The run's row once it has ended (from the database)."""
 
-        async def probe() -> asyncpg.Record | None:
-            return await self.db.run(run_id)
+        async def probe() -> tuple[str | None, str | None]:
+            row = await self.db.run(run_id)
+            return (None, None) if row is None else (row["status"], row["reason"])
 
-        row = await self.until(
-            probe,
-            lambda r: r is not None and r["status"] in TERMINAL,
-            timeout=timeout,
-            what=f"run {run_id} to end",
+        await self.until(
+            probe, lambda r: r[0] in TERMINAL, timeout=timeout, what=f"run {run_id} to end"
         )
+        row = await self.db.run(run_id)
         assert row is not None
         return row
 
@@ -372,20 +371,19 @@ class Replicas:
     ) -> asyncpg.Record:
         wanted = set(statuses)
 
-        async def probe() -> asyncpg.Record | None:
+        async def probe() -> str | None:
             rows = await self.db.fetch(
-                "SELECT * FROM step_run WHERE run_id = $1 AND name = $2", run_id, name
+                "SELECT status FROM step_run WHERE run_id = $1 AND name = $2", run_id, name
             )
-            return rows[0] if rows else None
+            return str(rows[0]["status"]) if rows else None
 
-        row = await self.until(
+        await self.until(
             probe,
-            lambda r: r is not None and r["status"] in wanted,
+            lambda status: status in wanted,
             timeout=timeout,
             what=f"step {name!r} of run {run_id} to be {sorted(wanted)}",
         )
-        assert row is not None
-        return row
+        return await self.db.step(run_id, name)
 
     async def new_runs(self, count: int, timeout: float = 20.0) -> list[int]:
         """Wait until the database holds at least ``count`` runs; their ids."""
