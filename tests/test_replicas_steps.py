@@ -19,7 +19,7 @@ import pytest
 
 from tests.fakes.slack import FakeSlack
 from tests.helpers import write_pipeline
-from tests.replicas import LEASE_SECONDS, Replicas, gone, kill_group, replica_set
+from tests.replicas import LEASE_SECONDS, Replicas, kill_group, replica_set
 
 pytestmark = pytest.mark.postgres
 
@@ -175,11 +175,7 @@ async def test_restarting_one_replica_while_the_other_works(
 
 async def live_replicas(group: Replicas) -> int:
     """Replicas whose lease has not run out, by the database's clock."""
-    return int(
-        await group.db.value(
-            "SELECT count(*) FROM replica WHERE lease_until > now()"
-        )
-    )
+    return int(await group.db.value("SELECT count(*) FROM replica WHERE lease_until > now()"))
 
 
 async def test_sigterm_lets_a_running_step_finish_then_exits_and_hands_over(
