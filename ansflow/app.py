@@ -36,7 +36,7 @@ def build_app(settings: Settings, *, workdir: Path | None = None) -> web.Applica
     from bot.setup import setup_slack
 
     app = web.Application(client_max_size=1024 * 1024)
-    core = build_core(settings, workdir=workdir)
+    core = build_core(settings, workdir=workdir, port=settings.port)
     app[CORE] = core
     app.router.add_get("/healthz", healthz)
     setup_metrics(app, core.bus)
@@ -47,9 +47,7 @@ def build_app(settings: Settings, *, workdir: Path | None = None) -> web.Applica
         await close_db()
 
     async def engine(app: web.Application) -> AsyncIterator[None]:
-        recovered = await core.engine.recover()
-        if recovered:
-            log.info("recovered %s unfinished run(s)", recovered)
+        await core.start()  # registers the replica; adopts what dead replicas left
         yield
         await core.stop()
 

@@ -80,7 +80,7 @@ def _summary(console: Console, run: RunSnapshot) -> None:
         console.print(failed.log_tail, markup=False, highlight=False)
 
 
-QUOTES = ("\"", "'")
+QUOTES = ('"', "'")
 
 
 def parse_cli_params(tokens: list[str]) -> dict[str, str]:
@@ -116,6 +116,7 @@ async def _run(settings: Settings, pipeline: str, params: dict[str, str], consol
         console.print(f"ansflow: {exc}", markup=False)
         return EXIT_FAILED
     core = build_core(settings)
+    await core.start()
     try:
         return await _run_with_core(core.engine, pipeline, params, console)
     finally:

@@ -9,7 +9,7 @@ import sys
 
 from aiohttp import web
 
-from ansflow.app import build_app
+from ansflow.app import CORE, build_app
 from ansflow.settings import Settings
 from storage.db import DatabaseError
 
@@ -38,14 +38,34 @@ async def _serve(settings: Settings) -> None:
         ) from None
     log.info("ansflow listening on http://%s:%s", settings.host, settings.port)
     stop = asyncio.Event()
+    now = asyncio.Event()  # a second signal: stop without waiting for steps
     loop = asyncio.get_running_loop()
+
+    def signalled() -> None:
+        (now if stop.is_set() else stop).set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, signalled)
     try:
         await stop.wait()
+        await _drain(app, settings, now)
     finally:
         log.info("shutting down")
         await runner.cleanup()
+
+
+async def _drain(app: web.Application, settings: Settings, now: asyncio.Event) -> None:
+    """Stop taking work; let running local steps finish (bounded); the rest is handed on."""
+    core = app[CORE]
+    log.info(
+        "stopping: no new work here; waiting up to %gs for running steps", settings.drain_seconds
+    )
+    drained = asyncio.create_task(core.drain(settings.drain_seconds))
+    interrupted = asyncio.create_task(now.wait())
+    await asyncio.wait({drained, interrupted}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (drained, interrupted):
+        task.cancel()
+    await asyncio.gather(drained, interrupted, return_exceptions=True)
 
 
 def serve(settings: Settings) -> int:

@@ -44,6 +44,13 @@ class Settings(BaseSettings):
         None, validation_alias=_env("ANSFLOW_JENKINS_HOOK_SECRET")
     )
     admins_raw: str = Field("", validation_alias=_env("ANSFLOW_ADMINS"))
+    # -- several replicas --
+    lease_seconds: float = Field(
+        15.0, ge=1, le=3600, validation_alias=_env("ANSFLOW_LEASE_SECONDS")
+    )
+    drain_seconds: float = Field(
+        30.0, ge=0, le=86400, validation_alias=_env("ANSFLOW_DRAIN_SECONDS")
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -89,6 +96,10 @@ class Settings(BaseSettings):
         return bool(self.slack_bot_token and self.slack_signing_secret) or bool(
             self.slack_bot_token and self.slack_app_token
         )
+
+    @property
+    def on_postgres(self) -> bool:
+        return self.database_url.startswith(("postgres://", "postgresql://", "asyncpg://"))
 
     @property
     def jenkins_configured(self) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -35,16 +36,20 @@ from engine.events import (
 )
 from engine.executors.base import Executor, NotSupportedExecutor, StepContext, StepOutcome
 from engine.executors.shell import tail_of
+from engine.outcomes import PendingOutcomes
 from engine.params import resolve_parameters
 from engine.permissions import Actor, cancel_refusal, run_refusal
 from engine.pipelines import JenkinsSpec, Pipeline
 from engine.plan import Plan, StepView, plan
+from engine.replica import ReplicaRef
 from engine.runlock import RunLocks
 from engine.snapshots import run_snapshot, step_snapshot
 from engine.state import RUN_TERMINAL, STEP_ACTIVE, RunStatus, StepStatus
-from engine.transitions import active_run_ids, move_run, move_step, request_cancel
+from engine.transitions import move_run, move_step, request_cancel
 from storage import runs as store
+from storage.leases import adopt_step
 from storage.models import CICDTool, Run, StepRun
+from storage.outage import is_unreachable
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +89,13 @@ class Engine:
         source: PipelineSource,
         bus: EventBus,
         admins: frozenset[str] = frozenset(),
+        replica: ReplicaRef | None = None,
     ) -> None:
         self.source = source
         self.bus = bus
         self.admins = admins
+        self.replica = replica or ReplicaRef()
+        self.outcomes = PendingOutcomes()
         self.executors: dict[str, Executor] = {
             "approval": NotSupportedExecutor("approval", "approval steps are not supported yet"),
             "jenkins": NotSupportedExecutor("jenkins", "jenkins steps are not supported yet"),
@@ -141,6 +149,7 @@ class Engine:
                 source=request.source,
                 channel_id=request.channel_id or pipeline.channel,
                 cicd_tool_id=request.cicd_tool_id,
+                owner=self.replica.id,
                 conn=conn,
             )
         self._pinned[run.id] = pipeline
@@ -312,6 +321,8 @@ class Engine:
         await self._set_run(run, steps, outcome, RunFinished, **fields)
 
     async def _start_step(self, run: Run, steps: list[StepRun], step: StepRun) -> bool:
+        if self.replica.draining:
+            return False  # left pending: the replica that adopts the run starts it
         executor = self.executors.get(step.kind)
         if executor is None:
             executor = NotSupportedExecutor(step.kind, f"no executor for {step.kind} steps")
@@ -323,6 +334,7 @@ class Engine:
                 expected=[StepStatus.PENDING],
                 started_at=store.now(),
                 attempt=step.attempt + 1,
+                owner=self.replica.id,
             )
             event = StepStarted(run=run_snapshot(run, steps), step=step_snapshot(step))
             if won:
@@ -340,6 +352,16 @@ class Engine:
             return await self._end_step(
                 run, steps, step, StepOutcome(StepStatus.CANCELLED, reason="cancelled")
             )
+        if not self.replica.is_mine(step.owner):
+            if await self.replica.owner_alive(step.owner):
+                # Its process (or trigger) lives there: that replica ends it.
+                assert step.owner is not None
+                await self.replica.signals.cancel(step.owner, run.id)
+                return False
+            if not await adopt_step(step.id, step.owner, self.replica.id):
+                self._stale.add(run.id)  # someone else took it meanwhile
+                return True
+            step.owner = self.replica.id
         await executor.cancel(self._context(run, step))
         return False
 
@@ -397,7 +419,41 @@ class Engine:
         )
 
     async def finish_step(self, run_id: int, step_id: int, outcome: StepOutcome) -> bool:
-        """End an active step (compare-and-set) and move its run on. False if already ended."""
+        """End an active step (compare-and-set) and move its run on. False if already ended.
+
+        While the database cannot be reached the outcome is kept in memory and
+        written once it is back (:class:`PendingOutcomes`); False meanwhile.
+        """
+        try:
+            return await self._finish_step(run_id, step_id, outcome)
+        except Exception as exc:
+            if not is_unreachable(exc):
+                raise
+            log.warning(
+                "run %s: database unreachable; keeping step %s outcome (%s) until it is back",
+                run_id,
+                step_id,
+                outcome.status.value,
+            )
+            self.outcomes.keep(run_id, step_id, outcome)
+            return False
+
+    async def write_pending_outcomes(self) -> int:
+        """Store the outcomes kept during an outage, oldest first. Returns how many."""
+        written = 0
+        for run_id, step_id, outcome in self.outcomes.take():
+            try:
+                await self._finish_step(run_id, step_id, outcome)
+            except Exception as exc:
+                if not is_unreachable(exc):
+                    log.exception("run %s: could not store a kept outcome", run_id)
+                    continue
+                self.outcomes.keep(run_id, step_id, outcome, front=True)
+                break
+            written += 1
+        return written
+
+    async def _finish_step(self, run_id: int, step_id: int, outcome: StepOutcome) -> bool:
         async with self._locks.hold(run_id) as took:
             run = await store.read_run(run_id)
             if run is None:
@@ -451,30 +507,29 @@ class Engine:
         task.add_done_callback(self._tasks.discard)
 
     async def recover(self) -> int:
-        """Continue every run a previous process left active. Returns how many."""
-        run_ids = await active_run_ids()
-        for run_id in run_ids:
-            try:
-                await self._recover_run(run_id)
-            except Exception:
-                log.exception("run %s: recovery failed", run_id)
-        return len(run_ids)
+        """Adopt and continue the work of dead replicas (a previous process of ours
+        included); never touches the work of live ones. Returns how many items."""
+        from engine.takeover import sweep
 
-    async def _recover_run(self, run_id: int) -> None:
+        if self.replica.connected_since is None:  # starting: dead owners are dead
+            self.replica.connected_since = time.monotonic() - self.replica.lease_seconds
+        return await sweep(self)
+
+    async def recover_step(self, run_id: int, step_id: int) -> None:
+        """Resume or end an active step this replica has just adopted."""
         run = await store.read_run(run_id)
         if run is None:
             return
-        for step in await store.read_steps(run_id):
-            if step.status not in (StepStatus.RUNNING, StepStatus.WAITING_APPROVAL):
-                continue
-            executor = self.executors.get(step.kind)
-            if executor is None:
-                await self.finish_step(
-                    run_id, step.id, StepOutcome(StepStatus.FAILED, reason="interrupted by restart")
-                )
-            else:
-                await executor.recover(self._context(run, step))
-        await self.drive(run_id)
+        step = next((s for s in await store.read_steps(run_id) if s.id == step_id), None)
+        if step is None or step.status not in (StepStatus.RUNNING, StepStatus.WAITING_APPROVAL):
+            return
+        executor = self.executors.get(step.kind)
+        if executor is None:
+            await self.finish_step(
+                run_id, step.id, StepOutcome(StepStatus.FAILED, reason="interrupted by restart")
+            )
+        else:
+            await executor.recover(self._context(run, step))
 
     async def run_until_idle(self, timeout: float = 60.0) -> None:
         """Wait until no engine or executor work is in flight (tests, CLI)."""

@@ -51,6 +51,8 @@ class Run(Model):
     created_at = fields.DatetimeField(auto_now_add=True)
     started_at = fields.DatetimeField(null=True)
     finished_at = fields.DatetimeField(null=True)
+    # The replica that drives the run when nothing else moves it (None: adoptable).
+    owner = fields.CharField(max_length=96, null=True, db_index=True)
 
     class Meta:
         table = "run"
@@ -78,6 +80,8 @@ class StepRun(Model):
     attempt = fields.IntField(default=0)
     started_at = fields.DatetimeField(null=True)
     finished_at = fields.DatetimeField(null=True)
+    # The replica whose process, timer or trigger does this step's work.
+    owner = fields.CharField(max_length=96, null=True, db_index=True)
 
     class Meta:
         table = "step_run"
@@ -169,3 +173,37 @@ class SeenEvent(Model):
 
     class Meta:
         table = "seen_event"
+
+
+# ---- several replicas (ARCHITECTURE.md decision 9) ---------------------------------
+
+
+class Replica(Model):
+    """One ``ansflow serve`` (or ``ansflow run``) process, alive while its lease is renewed."""
+
+    id = fields.CharField(max_length=96, primary_key=True)
+    host = fields.CharField(max_length=255)
+    pid = fields.IntField()
+    port = fields.IntField(null=True)
+    started_at = fields.DatetimeField()
+    # Renewed on the database's clock; past it the replica is dead.
+    lease_until = fields.DatetimeField(db_index=True)
+    draining = fields.BooleanField(default=False)
+
+    class Meta:
+        table = "replica"
+
+
+class Lease(Model):
+    """A named piece of service-wide work held by one replica at a time.
+
+    ``outbox:{channel}`` paces one Slack channel, ``poller:{tool}`` polls one CI
+    tool. Taken with a compare-and-set on ``owner``/``expires_at``.
+    """
+
+    name = fields.CharField(max_length=128, primary_key=True)
+    owner = fields.CharField(max_length=96)
+    expires_at = fields.DatetimeField()
+
+    class Meta:
+        table = "lease"

@@ -22,7 +22,7 @@ async def engine_on(
 ) -> AsyncIterator[Core]:
     settings = make_settings(database_url, pipelines_dir, **env)
     await open_db(settings.database_url)
-    core = build_core(settings, workdir=workdir)
+    core = build_core(settings, workdir=workdir, adopts=True)
     try:
         yield core
     finally:

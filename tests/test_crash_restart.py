@@ -78,6 +78,8 @@ class Servers:
         env = {
             "PATH": os.environ["PATH"], "HOME": str(self.tmp_path), "LANG": "C.UTF-8",
             "ANSFLOW_HOST": "127.0.0.1", "ANSFLOW_PORT": str(port),
+            # Each start listens on a new port: the killed one is known dead by its lease.
+            "ANSFLOW_LEASE_SECONDS": "2",
             **self.env,
         }
         process = await asyncio.create_subprocess_exec(

@@ -118,6 +118,12 @@ class ShellExecutor:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
+    async def wait_idle(self, seconds: float) -> bool:
+        """Wait (at most ``seconds``) until no step of ours is running; True if none is."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=seconds)
+        return not self._running
+
     async def shutdown(self) -> None:
         for running in list(self._running.values()):
             _kill_group(running.process.pid, signal.SIGKILL)

@@ -1,0 +1,134 @@
+"""Signals between replicas over PostgreSQL ``LISTEN``/``NOTIFY``.
+
+Two kinds, as compact JSON on one channel:
+
+* ``{"k": "cancel", "to": REPLICA, "run": ID}``: the replica that owns a step's
+  process (or trigger) ends it — it drives the run, whose plan now cancels;
+* ``{"k": "event", "from": REPLICA, "run": ID, "t": TYPE, "step": ID}``: an
+  engine event happened elsewhere; local listeners (the WebSocket hub) read
+  the run and pass it on.
+
+A missed signal is caught by the slow poll behind each (the lease keeper's
+sweep drives runs asked to cancel; the hub's clients see the next event).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from engine.events import Event
+from engine.replica import ReplicaRef
+from storage.notify import Listener, notify
+from storage.outage import is_unreachable
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "ansflow_replicas"
+
+RemoteEventHandler = Callable[[int, str, int | None], Awaitable[None] | None]
+
+
+def encode_cancel(to: str, run_id: int) -> str:
+    return json.dumps({"k": "cancel", "to": to, "run": run_id}, separators=(",", ":"))
+
+
+def encode_event(origin: str, run_id: int, event_type: str, step_id: int | None) -> str:
+    body = {"k": "event", "from": origin, "run": run_id, "t": event_type, "step": step_id}
+    return json.dumps(body, separators=(",", ":"))
+
+
+def decode(payload: str) -> dict[str, Any] | None:
+    """The signal, or None for anything malformed (never raises)."""
+    try:
+        body = json.loads(payload)
+    except ValueError:
+        return None
+    if not isinstance(body, dict) or not isinstance(body.get("run"), int):
+        return None
+    if body.get("k") == "cancel" and isinstance(body.get("to"), str):
+        return body
+    if body.get("k") == "event" and isinstance(body.get("t"), str):
+        step = body.get("step")
+        return body if step is None or isinstance(step, int) else None
+    return None
+
+
+class PgSignals:
+    """The :class:`engine.replica.Signals` of a replica on PostgreSQL."""
+
+    def __init__(self, url: str, replica: ReplicaRef) -> None:
+        self.replica = replica
+        self.on_cancel: Callable[[int], Awaitable[None]] | None = None
+        self._remote: list[RemoteEventHandler] = []
+        self._listener = Listener(url, CHANNEL, self._received)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def subscribe_remote(self, handler: RemoteEventHandler) -> None:
+        self._remote.append(handler)
+
+    def start(self) -> None:
+        self._listener.start()
+
+    async def wait_listening(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._listener.connected.wait(), timeout=timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def stop(self) -> None:
+        await self._listener.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def cancel(self, owner: str, run_id: int) -> None:
+        await self._send(encode_cancel(owner, run_id))
+
+    async def event(self, run_id: int, event_type: str, step_id: int | None) -> None:
+        await self._send(encode_event(self.replica.id, run_id, event_type, step_id))
+
+    async def on_local_event(self, event: Event) -> None:
+        """After-commit bus subscriber: tell the other replicas."""
+        step = getattr(event, "step", None)
+        await self.event(event.run.id, event.type, step.id if step is not None else None)
+
+    async def _send(self, payload: str) -> None:
+        try:
+            await notify(CHANNEL, payload)
+        except Exception as exc:
+            # The slow poll behind every signal covers a lost one.
+            if not is_unreachable(exc):
+                raise
+            log.warning("replica signal not sent (database unreachable)")
+
+    def _received(self, payload: str) -> None:
+        body = decode(payload)
+        if body is None:
+            log.warning("ignored a malformed replica signal")
+            return
+        if body["k"] == "cancel":
+            if body["to"] == self.replica.id and self.on_cancel is not None:
+                self._spawn(self.on_cancel(int(body["run"])))
+            return
+        if body.get("from") == self.replica.id:
+            return
+        for handler in self._remote:
+            result = handler(int(body["run"]), str(body["t"]), body.get("step"))
+            if result is not None:
+                self._spawn(result)
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        async def guarded() -> None:
+            try:
+                await work
+            except Exception:
+                log.exception("handling a replica signal failed")
+
+        task = asyncio.create_task(guarded())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
