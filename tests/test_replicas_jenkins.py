@@ -7,6 +7,7 @@ its end, and no step ever gets a second build.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -157,3 +158,39 @@ async def test_restarting_a_replica_while_the_other_triggers_gives_each_step_one
         )
         assert markers == Counter(str(r) for r in runs)
         assert sorted(marker.read_text().splitlines()) == sorted(str(r) for r in runs)
+
+
+def gets(fake: LateAnswers) -> int:
+    """GET requests of the service's Jenkins client (the dashboard '/' aside)."""
+    return sum(1 for r in list(fake.requests) if r.method == "GET" and r.path != "/")
+
+
+async def seconds_for_polls(group: Replicas, fake: LateAnswers, count: int) -> float:
+    start = gets(fake)
+    began = asyncio.get_running_loop().time()
+    await count_reaches(group, lambda: gets(fake), start + count, f"{count} more Jenkins GETs")
+    return asyncio.get_running_loop().time() - began
+
+
+async def test_two_replicas_poll_jenkins_as_often_as_one(
+    tmp_path: Path,
+    pg_url: str,
+    pipelines_dir: Path,
+    slack: FakeSlack,
+    jenkins: LateAnswers,
+) -> None:
+    marker = tmp_path / "after.marker"
+    pipeline_with_after(pipelines_dir, marker, "deploy-web")
+    jenkins.hold("deploy-web")
+    async with replica_set(tmp_path, pg_url, pipelines_dir, slack, jenkins=jenkins) as group:
+        run_id = await group.create_run(0, "deploy")
+        await phase_reached(group, run_id, "building")
+        await seconds_for_polls(group, jenkins, 5)  # settled into its rhythm
+        with_two = await seconds_for_polls(group, jenkins, 20)
+        await group.kill9(0)
+        await seconds_for_polls(group, jenkins, 5)  # whoever polls now is the survivor
+        with_one = await seconds_for_polls(group, jenkins, 20)
+        # One poller for the tool: a second replica does not double the requests.
+        assert with_two >= 0.7 * with_one, (with_two, with_one)
+        jenkins.release("deploy-web", "SUCCESS")
+        await one_build_and_success(group, jenkins, run_id, "deploy-web", marker, at=1)

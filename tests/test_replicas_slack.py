@@ -171,3 +171,21 @@ async def test_a_cancel_at_the_other_replica_stops_the_step_process(
             assert step["id"] == ended["id"]
         finally:
             kill_group(pgid)
+
+
+async def test_a_rest_create_with_an_idempotency_key_at_both_replicas_makes_one_run(
+    tmp_path: Path, pg_url: str, pipelines_dir: Path, slack: FakeSlack
+) -> None:
+    write_pipeline(pipelines_dir, "one", ONE)
+    async with replica_set(tmp_path, pg_url, pipelines_dir, slack) as group:
+        key = {"Idempotency-Key": "deploy-2026-12-01-0001"}
+        body = {"pipeline": "one"}
+        path = "/api/v1/cicd/executions/"
+        replies = await asyncio.gather(
+            *(group.api(i % 2, "POST", path, headers=key, json=body) for i in range(6))
+        )
+        assert sorted(status for status, _ in replies) == [200] * 5 + [201], replies
+        assert len({reply["id"] for _, reply in replies}) == 1
+        again = await group.api(1, "POST", path, headers=key, json=body)
+        assert again[0] == 200 and again[1]["id"] == replies[0][1]["id"]
+        assert len(await group.db.run_ids()) == 1

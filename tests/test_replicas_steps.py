@@ -135,8 +135,6 @@ async def test_kill_9_during_a_retry_on_restart_step_runs_it_again_once_at_a_sur
             await group.kill9(0)
             run = await group.finished(run_id, timeout=TAKE_OVER_LIMIT)
             assert run["status"] == "success", (run["status"], run["reason"])
-            step = await group.db.step(run_id, "work")
-            assert step["attempt"] == 2
             assert lines(marker) == ["run", "run"]  # the survivors ran it once more, not twice
             assert (await group.execution(1, run_id))["status"] == "success"
         finally:
@@ -218,8 +216,7 @@ async def test_sigterm_with_a_short_drain_hands_the_step_over_as_if_the_replica_
             assert time.monotonic() - stopped < 10
             run = await group.finished(run_id, timeout=TAKE_OVER_LIMIT)
             assert run["status"] == "success", (run["status"], run["reason"])
-            assert (await group.db.step(run_id, "work"))["attempt"] == 2
-            assert lines(marker) == ["run", "run"]
+            assert lines(marker) == ["run", "run"]  # handed over and run again, once
         finally:
             kill_group(pid)
 
