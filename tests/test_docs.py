@@ -120,7 +120,7 @@ def test_settings_page_states_the_real_defaults() -> None:
         if line.startswith("| `")
         for span in CODE_SPAN.findall(line.split("|")[1])
     }
-    checked = wrong = 0
+    checked = 0
     problems: list[str] = []
     for field_name, field in Settings.model_fields.items():
         env = field_env_names(Settings, field_name)[0]
@@ -130,10 +130,9 @@ def test_settings_page_states_the_real_defaults() -> None:
         checked += 1
         cells = rows[env].split("|")
         if not any(f"`{text}`" in cells[2] for text in default_texts(default)):
-            wrong += 1
             problems.append(f"{env} (default {default!r}, field {field_name})")
     assert checked >= 5
-    assert not wrong, "docs/settings.md states another default for: " + ", ".join(problems)
+    assert not problems, "docs/settings.md states another default for: " + ", ".join(problems)
 
 
 # ---- (b) pipeline keys --------------------------------------------------------------
@@ -360,3 +359,29 @@ def test_every_metric_is_in_the_operations_page() -> None:
     assert names, "no metrics registered"
     missing = [name for name in names if f"`{name}" not in text]
     assert not missing, f"docs/operations.md does not list: {', '.join(missing)}"
+
+
+def test_every_slack_scope_is_explained() -> None:
+    from bot.manifest import BOT_SCOPES
+
+    explained = table_code_spans(read(DOCS / "slack.md"))
+    missing = [scope for scope in BOT_SCOPES if scope not in explained]
+    assert not missing, f"docs/slack.md does not explain the scopes: {', '.join(missing)}"
+
+
+def test_every_websocket_event_type_is_in_the_api_page() -> None:
+    from engine import events
+
+    types = sorted(set(events._EVENT_NAMES.values()))
+    assert "run.finished" in types
+    documented = table_code_spans(read(DOCS / "api.md"))
+    missing = [name for name in types if name not in documented]
+    assert not missing, f"docs/api.md does not list the event types: {', '.join(missing)}"
+
+
+def test_readme_starts_with_the_two_commands() -> None:
+    lines = read(ROOT / "README.md").splitlines()
+    assert lines[0].startswith("# ") and lines[1] == "" and lines[2] == "```bash"
+    first_block = lines[3 : lines.index("```", 3)]
+    assert first_block[0].startswith("pip install . && ") and "ansflow run hello" in first_block[0]
+    assert first_block[1].startswith("bash .ci/run")
