@@ -9,6 +9,7 @@ documented fails a test. Pure: nothing is started, nothing is served.
 from __future__ import annotations
 
 import argparse
+import inspect
 import re
 import unicodedata
 from collections.abc import Iterator
@@ -174,26 +175,32 @@ def test_every_pipeline_key_is_in_the_pipeline_reference() -> None:
 
 
 def test_pipeline_reference_states_the_default_timeout() -> None:
-    from engine.executors.shell import DEFAULT_TIMEOUT
+    from engine.executors import base, shell
 
+    default = getattr(base, "DEFAULT_TIMEOUT", None) or getattr(shell, "DEFAULT_TIMEOUT", None)
+    assert isinstance(default, float | int), "no DEFAULT_TIMEOUT in engine/executors"
     text = read(DOCS / "pipelines.md")
-    section = text[text.index("## Timeouts") :]
-    assert f"{DEFAULT_TIMEOUT:g} s" in section
+    section = text[text.index("## Timeouts") : text.index("## `${name}` substitution")]
+    rows = [line for line in section.splitlines() if line.startswith(("| `run`", "| `jenkins`"))]
+    assert len(rows) == 2 and all(f"{default:g} s" in row for row in rows), rows
 
 
 def test_step_environment_variables_are_documented() -> None:
     from engine.stepenv import step_environment
 
-    env = step_environment(
-        pipeline_env={},
-        step_env={},
-        parameters={},
-        run_id=1,
-        pipeline="p",
-        step="s",
-        triggered_by="U1",
-        secrets=[],
-    )
+    given: dict[str, Any] = {
+        "pipeline_env": {},
+        "step_env": {},
+        "parameters": {},
+        "run_id": 1,
+        "pipeline": "p",
+        "step": "s",
+        "triggered_by": "U1",
+        "secrets": [],
+    }
+    if "workspace" in inspect.signature(step_environment).parameters:
+        given["workspace"] = "/tmp/ws"
+    env = step_environment(**given)
     ours = {name for name in env if name.startswith("ANSFLOW_")}
     assert ours, "the step environment sets no ANSFLOW_ variable"
     missing = sorted(ours - table_code_spans(read(DOCS / "pipelines.md")))
