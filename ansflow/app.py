@@ -1,7 +1,7 @@
 """The aiohttp application of ``ansflow serve``: engine, Slack bot, REST API, poller.
 
 Each part plugs in through one ``setup_*(app, core)`` function that adds its
-routes and registers its start/stop in ``app.cleanup_ctx`` (STYLE.md 9).
+routes and registers its start/stop in ``app.cleanup_ctx`` (docs/development.md).
 Order matters: the database opens first and closes last; recovery runs once
 every executor and subscriber is in place.
 """

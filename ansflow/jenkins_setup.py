@@ -26,6 +26,7 @@ from engine.jenkins.follow import Follower
 from engine.jenkins.poller import JenkinsPoller
 from engine.jenkins.sync import sync_jobs
 from engine.jenkins.tools import DEFAULT_TOOL, ToolClients, jenkins_tools, register_tool
+from storage.leases import take_lease
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,9 @@ class JenkinsService:
         await self.poller.check_health()
 
     async def sync_all(self) -> None:
+        owner = self.poller.owner
+        if owner is not None and not await take_lease("jenkins-sync", owner, SYNC_INTERVAL * 0.9):
+            return  # another replica synced within this interval
         for tool in await jenkins_tools():
             if tool.status != "active":
                 continue
@@ -83,7 +87,7 @@ def setup_jenkins(app: web.Application, core: Core) -> None:
     clients = ToolClients(core.masker)
     follower = Follower(core.engine, core.masker)
     executor = JenkinsExecutor(follower, clients)
-    poller = JenkinsPoller(follower, clients, core.settings.poll_interval)
+    poller = JenkinsPoller(follower, clients, core.settings.poll_interval, owner=core.replica.id)
     service = JenkinsService(clients, follower, executor, poller)
     app[JENKINS] = service
     core.engine.register(executor, idle=executor.idle)

@@ -1,4 +1,4 @@
-"""Settings from the environment (INTERFACE.md "Settings").
+"""Settings from the environment (docs/settings.md).
 
 An invalid value stops the start with one line naming the variable and the
 problem: :func:`load_settings` raises :class:`SettingsError` carrying it.

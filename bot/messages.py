@@ -1,4 +1,4 @@
-"""Every sentence the bot shows a person, in one place (STYLE.md 10).
+"""Every sentence the bot shows a person, in one place (docs/development.md).
 
 Small pure functions; ``bot/views.py`` arranges them into Block Kit.
 """

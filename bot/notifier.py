@@ -1,8 +1,11 @@
 """Draining the Slack outbox: paced per channel, coalesced, retried, never doubled.
 
-ARCHITECTURE.md decision 4. One worker per channel sends that channel's
-pending rows oldest first, at ``Pacing.per_second`` with bursts of
-``Pacing.burst``. Rules:
+ARCHITECTURE.md decisions 4 and 9. One worker per channel sends that
+channel's pending rows oldest first, at ``Pacing.per_second`` with bursts of
+``Pacing.burst``, while it holds the channel's lease (``outbox:{channel}``):
+of several replicas one drains a channel at a time, and the pace (the token
+bucket) is stored with the lease before each send, so it holds for the
+service as a whole across hand-overs. Rules:
 
 * a row is marked ``sent`` only after Slack said ``ok``; a root post stores
   the thread ``ts`` on the run (``storage.runs.set_thread``) first;
@@ -31,6 +34,7 @@ import contextlib
 import logging
 import random
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -50,6 +54,7 @@ from bot.outcomes import (
     names_row,
     transport_failure,
 )
+from storage.leases import claim_lease, release_lease, spend_lease_token
 from storage.models import OutboxMessage, Run, StepRun
 from storage.runs import now, set_thread
 
@@ -74,6 +79,8 @@ class Pacing:
     max_backoff: float = 30.0
     max_retry_after: float = 300.0
     give_up_after: float = 24 * 3600.0
+    # One replica drains a channel at a time: it holds the channel's lease this long.
+    lease_seconds: float = 15.0
 
 
 @dataclass
@@ -99,10 +106,57 @@ class _Pick:
     wait: float = 0.0
 
 
+class _ChannelLease:
+    """The lease on one channel's outbox, with the channel's pace stored in it."""
+
+    def __init__(self, channel: str, owner: str, pacing: Pacing) -> None:
+        self.name = f"outbox:{channel}"
+        self.owner = owner
+        self.pacing = pacing
+        self.seconds = pacing.lease_seconds
+        self._until = 0.0  # monotonic; never later than the database's expiry
+
+    async def take(self) -> _Channel | None:
+        started = time.monotonic()
+        claim = await claim_lease(
+            self.name, self.owner, self.seconds, refill_per_second=self.pacing.per_second
+        )
+        if not claim.won:
+            return None
+        self._until = started + self.seconds
+        burst = float(self.pacing.burst)
+        tokens = burst if claim.fresh or claim.tokens is None else min(burst, claim.tokens)
+        return _Channel(tokens=tokens)
+
+    async def keep(self) -> bool:
+        """Renew when half the lease is gone; False once it is lost."""
+        if time.monotonic() < self._until - self.seconds / 2:
+            return True
+        started = time.monotonic()
+        if not (await claim_lease(self.name, self.owner, self.seconds)).won:
+            return False
+        self._until = started + self.seconds
+        return True
+
+    async def spend(self, tokens_left: float) -> bool:
+        started = time.monotonic()
+        if not await spend_lease_token(self.name, self.owner, self.seconds, tokens_left):
+            return False
+        self._until = started + self.seconds
+        return True
+
+    async def release(self) -> None:
+        await release_lease(self.name, self.owner)
+
+
 class Notifier:
-    def __init__(self, client: AsyncWebClient, pacing: Pacing | None = None) -> None:
+    def __init__(
+        self, client: AsyncWebClient, pacing: Pacing | None = None, owner: str | None = None
+    ) -> None:
         self.client = client
         self.pacing = pacing or Pacing()
+        # The replica this notifier sends for (the holder of the channel leases it takes).
+        self.owner = owner or f"notifier-{uuid.uuid4().hex[:12]}"
         self._channels: dict[str, _Channel] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._wakes: dict[str, asyncio.Event] = {}
@@ -151,11 +205,27 @@ class Notifier:
             await _wait(self._wake, self.pacing.poll_interval)
 
     async def _worker(self, channel: str) -> None:
-        state = self._channels.setdefault(channel, _Channel(tokens=float(self.pacing.burst)))
+        lease = _ChannelLease(channel, self.owner, self.pacing)
+        state = await lease.take()
+        if state is None:
+            return  # another replica drains this channel now
+        self._channels[channel] = state
         wake = self._wakes.setdefault(channel, asyncio.Event())
+        try:
+            await self._drain(channel, lease, state, wake)
+        finally:
+            if not self._stopping:
+                with contextlib.suppress(Exception):
+                    await lease.release()
+
+    async def _drain(
+        self, channel: str, lease: _ChannelLease, state: _Channel, wake: asyncio.Event
+    ) -> None:
         while not self._stopping:
             wake.clear()
             try:
+                if not await lease.keep():
+                    return
                 pick = await self._pick(channel)
                 if pick.row is None:
                     if not pick.pending:
@@ -164,9 +234,11 @@ class Notifier:
                     continue
                 delay = state.delay(self.pacing)
                 if delay > 0:
-                    await asyncio.sleep(delay)
+                    await asyncio.sleep(min(delay, lease.seconds / 3))
                     continue
                 state.tokens -= 1.0
+                if not await lease.spend(state.tokens):
+                    return  # the lease was lost: the next holder goes on from the stored pace
                 await self._send(pick.row, state)
             except asyncio.CancelledError:
                 raise

@@ -66,7 +66,8 @@ class SlackBot:
         self.app_token = (
             settings.slack_app_token.get_secret_value() if settings.slack_app_token else None
         )
-        self.notifier = Notifier(self.client, pacing)
+        pacing = pacing or Pacing(lease_seconds=settings.lease_seconds)
+        self.notifier = Notifier(self.client, pacing, owner=core.replica.id)
         self.bolt: AsyncApp | None = None
         self._http: Handler | None = None
         self._socket: Any = None

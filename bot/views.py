@@ -1,6 +1,6 @@
 """Block Kit rendering: pure functions from engine snapshots to Slack messages.
 
-Limits Slack enforces (NOTES-slack-jenkins.md): a section's text ≤ 3,000
+Limits Slack enforces (docs/slack.md, Limits): a section's text ≤ 3,000
 characters, ≤ 50 blocks per message. Everything shown from a log or a
 parameter is escaped (``&``, ``<``, ``>``) so output can never ping a channel
 or forge a link.

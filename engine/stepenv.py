@@ -1,4 +1,4 @@
-"""A step's environment: built from scratch, never inherited (INTERFACE.md).
+"""A step's environment: built from scratch, never inherited (docs/pipelines.md).
 
 A change violates this when it starts from ``os.environ`` and removes secrets:
 anything the service holds must not reach a step unless listed here.

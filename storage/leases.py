@@ -13,6 +13,7 @@ PostgreSQL, or takes a lease without a guard on its current holder and expiry.
 from __future__ import annotations
 
 from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from tortoise import connections
@@ -80,7 +81,7 @@ async def retire_replica(replica_id: str) -> None:
     """This replica stops: its lease ends now and its named leases are free."""
     past = await db_now() - timedelta(seconds=1)
     await Replica.filter(id=replica_id).update(lease_until=past)
-    await Lease.filter(owner=replica_id).delete()
+    await Lease.filter(owner=replica_id).update(expires_at=past)
 
 
 async def live_replica_ids() -> set[str]:
@@ -98,27 +99,62 @@ async def forget_dead_replicas(older_than: timedelta) -> int:
 # ---- named leases --------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Claim:
+    """The outcome of taking a lease: ``won``, and the rate state it carried."""
+
+    won: bool
+    tokens: float | None = None  # as stored by the last holder, brought up to now
+    fresh: bool = False  # nobody ever held it
+
+
 async def take_lease(name: str, owner: str, seconds: float) -> bool:
     """Hold ``name`` for ``seconds`` more if it is free, expired, or already ours."""
+    return (await claim_lease(name, owner, seconds)).won
+
+
+async def claim_lease(
+    name: str, owner: str, seconds: float, *, refill_per_second: float = 0.0
+) -> Claim:
+    """Take or renew ``name``; the stored tokens come back refilled to the database's now."""
     current = await db_now()
     until = current + timedelta(seconds=seconds)
-    count = await Lease.filter(name=name, owner=owner).update(expires_at=until)
-    if not count:
-        count = await Lease.filter(name=name, expires_at__lt=current).update(
+    won = await Lease.filter(name=name, owner=owner, expires_at__gt=current).update(
+        expires_at=until
+    )
+    if not won:
+        won = await Lease.filter(name=name, expires_at__lte=current).update(
             owner=owner, expires_at=until
         )
-    if count:
-        return True
-    try:
-        async with in_transaction() as conn:
-            await Lease.create(name=name, owner=owner, expires_at=until, using_db=conn)
-    except IntegrityError:
-        return False
-    return True
+        if not won and not await Lease.filter(name=name).exists():
+            try:
+                async with in_transaction() as conn:
+                    await Lease.create(name=name, owner=owner, expires_at=until, using_db=conn)
+            except IntegrityError:
+                return Claim(False)
+            return Claim(True, fresh=True)
+    if not won:
+        return Claim(False)
+    row = await Lease.filter(name=name, owner=owner).first()
+    if row is None or row.tokens is None or row.tokens_at is None:
+        return Claim(True, fresh=True)
+    elapsed = max(0.0, (current - row.tokens_at).total_seconds())
+    return Claim(True, tokens=row.tokens + elapsed * refill_per_second)
+
+
+async def spend_lease_token(name: str, owner: str, seconds: float, tokens_left: float) -> bool:
+    """Store the rate state and renew, before the work it allows; False if we lost it."""
+    current = await db_now()
+    count = await Lease.filter(name=name, owner=owner, expires_at__gt=current).update(
+        expires_at=current + timedelta(seconds=seconds), tokens=tokens_left, tokens_at=current
+    )
+    return bool(count)
 
 
 async def release_lease(name: str, owner: str) -> None:
-    await Lease.filter(name=name, owner=owner).delete()
+    """Let another replica take ``name`` now (its rate state stays with the row)."""
+    past = await db_now() - timedelta(microseconds=1)
+    await Lease.filter(name=name, owner=owner).update(expires_at=past)
 
 
 async def lease_holder(name: str) -> str | None:

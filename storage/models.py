@@ -204,6 +204,9 @@ class Lease(Model):
     name = fields.CharField(max_length=128, primary_key=True)
     owner = fields.CharField(max_length=96)
     expires_at = fields.DatetimeField()
+    # A rate held with the lease (Slack's per-channel pace): what is left, and when.
+    tokens = fields.FloatField(null=True)
+    tokens_at = fields.DatetimeField(null=True)
 
     class Meta:
         table = "lease"

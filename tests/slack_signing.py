@@ -1,6 +1,6 @@
 """Signed Slack requests to the real server: slash commands and button clicks.
 
-Bodies and headers are built the way Slack sends them (NOTES-slack-jenkins.md):
+Bodies and headers are built the way Slack sends them:
 form-encoded, ``X-Slack-Request-Timestamp`` and ``X-Slack-Signature`` =
 ``v0=HMAC-SHA256(secret, "v0:{ts}:{body}")``.
 """

@@ -15,8 +15,11 @@ builds in flight:
    build too old for the recent list, a queue item not yet seen as a build;
    at most ``DETAILS_PER_POLL`` of those, the rest wait for the next interval.
 
-While Jenkins is down the tool's polls back off (doubling from the interval up
-to ``backoff_cap``) and resume by themselves on the first success.
+Of several replicas, one polls a tool: the holder of its lease ``poller:{id}``
+(1.5 intervals long, renewed by every poll); when it dies another takes over
+within about two intervals. While Jenkins is down the tool's polls back off
+(doubling from the interval up to ``backoff_cap``) and resume by themselves on
+the first success.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from engine.jenkins.models import BuildInfo
 from engine.jenkins.phases import TRIGGERING, backoff
 from engine.jenkins.tools import ToolClients, ToolMissing, jenkins_tools, mark_health
 from engine.state import StepStatus
+from storage.leases import take_lease
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +70,12 @@ class JenkinsPoller:
         interval: float,
         *,
         cancel_confirm_within: float = CANCEL_CONFIRM_WITHIN,
+        owner: str | None = None,
     ) -> None:
         self.follower = follower
+        # One poller per tool for the whole service: the holder of ``poller:{tool}``.
+        self.owner = owner
+        self.lease_seconds = max(1.0, interval * 1.5)
         self.clients = clients
         self.interval = interval
         self.backoff_cap = max(interval, min(60.0, interval * 32))
@@ -81,7 +89,16 @@ class JenkinsPoller:
     # -- scheduled jobs --------------------------------------------------------------
 
     async def poll_tool(self, tool_id: int) -> None:
+        if self.owner is not None and not await self._hold(tool_id):
+            return  # another replica polls this tool
         await self._tracked(self._poll_tool(tool_id))
+
+    async def _hold(self, tool_id: int) -> bool:
+        try:
+            return await take_lease(f"poller:{tool_id}", self.owner or "", self.lease_seconds)
+        except Exception as exc:
+            log.warning("polling tool %s: cannot take the poller lease (%s)", tool_id, exc)
+            return False
 
     async def check_health(self) -> None:
         """Record, for every Jenkins tool, whether it answers an authenticated request."""

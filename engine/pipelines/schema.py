@@ -1,4 +1,4 @@
-"""The pipeline file format (INTERFACE.md "Pipeline files"), as pydantic models.
+"""The pipeline file format (docs/pipelines.md), as pydantic models.
 
 ``ansflow schema`` prints :func:`json_schema` for editors.
 """

@@ -14,6 +14,8 @@ class Migration(migrations.Migration):
                 ('name', fields.CharField(primary_key=True, unique=True, db_index=True, max_length=128)),
                 ('owner', fields.CharField(max_length=96)),
                 ('expires_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
+                ('tokens', fields.FloatField(null=True)),
+                ('tokens_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
             ],
             options={'table': 'lease', 'app': 'models', 'pk_attr': 'name', 'table_description': 'A named piece of service-wide work held by one replica at a time.'},
             bases=['Model'],

@@ -5,7 +5,7 @@
         await client.chat_postMessage(channel="C0000000001", text="hi")
         assert fake.messages("C0000000001")[0].text == "hi"
 
-Answers with Slack's shapes and error codes (see NOTES-slack-jenkins.md).
+Answers with Slack's shapes and error codes, as Slack's Web API does.
 Failures are injected explicitly and are bounded: `fail_next` (429 with
 Retry-After, 500, or any Slack error), `go_down`/`come_up` (503 for every
 request), `delay` (slow answers; the call has already taken effect, as when
