@@ -412,7 +412,7 @@ async def replica_set(
     start: bool = True,
     **env: str,
 ) -> AsyncIterator[Replicas]:
-    """``count`` replicas (started one after the other unless ``start=False``)."""
+    """``count`` replicas: the first, then the others at once (none with ``start=False``)."""
     settings = {
         "ANSFLOW_DATABASE_URL": database_url,
         "ANSFLOW_PIPELINES_DIR": str(pipelines_dir),
@@ -435,9 +435,9 @@ async def replica_set(
         try:
             for _ in range(count):
                 group.add()
-            if start:
-                for index in range(count):
-                    await group.start(index)
+            if start and count:
+                await group.start(0)  # migrates the database
+                await asyncio.gather(*(group.start(index) for index in range(1, count)))
             yield group
         except BaseException:
             print(group.logs(20000))

@@ -139,8 +139,8 @@ async def test_restarting_a_replica_while_the_other_triggers_gives_each_step_one
     marker = tmp_path / "after.marker"
     pipeline_with_after(pipelines_dir, marker, job)
     async with replica_set(tmp_path, pg_url, pipelines_dir, slack, jenkins=jenkins) as group:
-        jenkins.script(job, duration=6.0)
-        jenkins.slow(8.0)  # replica 0's first requests of each trigger take a while
+        jenkins.script(job, duration=4.0)
+        jenkins.slow(6.0)  # replica 0's first requests of each trigger take a while
         runs = [await group.create_run(0, "deploy") for _ in range(6)]
         for run_id in runs:
             await phase_reached(group, run_id, "triggering")
@@ -186,10 +186,10 @@ async def test_two_replicas_poll_jenkins_as_often_as_one(
         run_id = await group.create_run(0, "deploy")
         await phase_reached(group, run_id, "building")
         await seconds_for_polls(group, jenkins, 5)  # settled into its rhythm
-        with_two = await seconds_for_polls(group, jenkins, 20)
+        with_two = await seconds_for_polls(group, jenkins, 12)
         await group.kill9(0)
         await seconds_for_polls(group, jenkins, 5)  # whoever polls now is the survivor
-        with_one = await seconds_for_polls(group, jenkins, 20)
+        with_one = await seconds_for_polls(group, jenkins, 12)
         # One poller for the tool: a second replica does not double the requests.
         assert with_two >= 0.7 * with_one, (with_two, with_one)
         jenkins.release("deploy-web", "SUCCESS")
