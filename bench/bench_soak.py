@@ -57,12 +57,12 @@ def pipeline(kind: str, variant: int, steps_log: Path) -> str:
 
     head = f"name: {kind}-{variant}\nchannel: {channel(kind, variant)}\nsteps:\n"
     if kind == "shell":
-        body = f"  - {step('build', '; sleep 1')}\n  - {step('test')}\n"
+        body = f"  - {step('build', '; sleep 3')}\n  - {step('test')}\n"
     elif kind == "parallel":
         body = (
             "  - parallel:\n"
-            f"      - {step('left', '; sleep 0.5')}\n"
-            f"      - {step('right', '; sleep 0.5')}\n"
+            f"      - {step('left', '; sleep 1.5')}\n"
+            f"      - {step('right', '; sleep 1.5')}\n"
             f"  - {step('join')}\n"
         )
     elif kind == "approval":
