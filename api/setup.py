@@ -19,6 +19,7 @@ from api.common import PipelineCache
 from api.errors import error_middleware
 from api.hub import Hub
 from api.openapi import add_routes as add_openapi
+from api.remote import remote_event_handler
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ def setup_api(app: web.Application, core: Core) -> None:
 
     async def websocket_hub(app: web.Application) -> AsyncIterator[None]:
         core.bus.subscribe(hub.on_event)
+        if core.signals is not None:
+            core.signals.subscribe_remote(remote_event_handler(hub))
         yield
         core.bus.unsubscribe(hub.on_event)
         hub.close_all()
