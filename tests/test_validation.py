@@ -272,6 +272,19 @@ def test_references_are_checked_in_a_file_with_other_errors_too() -> None:
     ]
 
 
+def test_an_undeclared_reference_in_the_concurrency_group_is_an_error() -> None:
+    text = (
+        "name: d\nparameters:\n  env: {}\nconcurrency:\n  group: 'deploy-${enviro}'\n"
+        "steps:\n  - {name: a, run: x}\n"
+    )
+    assert (
+        "p.yml:5: the concurrency group uses `${enviro}`, but the pipeline declares no "
+        "parameter `enviro`; did you mean `${env}`? declared: env"
+    ) in problems_of(text)
+    _, problems = parse_pipeline(text.replace("enviro", "env"), Path("p.yml"))
+    assert not any("concurrency group uses" in str(p) for p in problems)
+
+
 def test_duplicate_names_are_reported_when_the_later_file_has_other_errors(tmp_path: Path) -> None:
     (tmp_path / "a.yml").write_text("name: same\nsteps:\n  - {name: s, run: echo a}\n")
     (tmp_path / "b.yml").write_text("description: b\nname: same\nsteps:\n  - {name: s}\n")

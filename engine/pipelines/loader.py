@@ -110,7 +110,8 @@ def _reference_problems(data: Any, node: yaml.Node | None, path: Path) -> list[F
         for name in undeclared_references(text, declared):
             place, _ = split_place(loc, data)
             message = reference_message(what, name, declared)
-            problems.append(FileProblem(path, _line_of(node, loc), f"{place}: {message}"))
+            text = f"{place}: {message}" if place else message
+            problems.append(FileProblem(path, _line_of(node, loc), text))
     return problems
 
 

@@ -1,8 +1,8 @@
 """``${name}`` references to parameters, and the ones that name no declared parameter.
 
-Jenkins step parameters (and, where a pipeline has one, its concurrency group)
-may refer to the run's parameters as ``${name}``. A reference to a parameter the
-pipeline does not declare would be sent as written, so the loader reports it.
+Jenkins step parameters and a pipeline's concurrency group may refer to the
+run's parameters as ``${name}``. A reference to a parameter the pipeline does
+not declare would be used as written, so the loader reports it.
 """
 
 from __future__ import annotations
@@ -60,6 +60,9 @@ def reference_sites(data: Any) -> Iterator[tuple[Loc, str, str]]:
                 if isinstance(value, str):
                     loc: Loc = ("steps", *prefix, "jenkins", "parameters", key)
                     yield loc, f"Jenkins parameter {key}", value
+    group = _mapping(_mapping(data).get("concurrency")).get("group")
+    if isinstance(group, str):
+        yield ("concurrency", "group"), "the concurrency group", group
 
 
 def reference_message(what: str, name: str, declared: Collection[str]) -> str:
