@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from pathlib import Path
+
+import pytest
 
 from storage.models import CICDTool, Run
 from tests.api_support import ADMIN, SECRET, api_server, bearer, write_standard
@@ -33,9 +36,12 @@ async def test_create_then_detail_until_success(database_url: str, pipelines_dir
         body = detail.body
         assert body == done
         assert body["status"] == "success"
-        assert isinstance(body["duration"], float) and body["duration"] >= 0
         for key in ("created_at", "started_at", "finished_at"):
             assert ISO_UTC.match(body[key]), body[key]
+        started, ended = (datetime.fromisoformat(body[k]) for k in ("started_at", "finished_at"))
+        # Two shell steps ran: some time passed, and the duration is what the times say.
+        assert 0 < body["duration"] < 30
+        assert body["duration"] == pytest.approx((ended - started).total_seconds(), abs=0.002)
         build = body["steps"][0]
         assert set(build) >= {"name", "kind", "status", "started_at", "finished_at",
                               "external_url", "log_tail", "reason"}
