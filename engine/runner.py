@@ -61,6 +61,9 @@ class RunRequest:
     # Where Slack hears of the run; defaults to the pipeline's ``channel``.
     channel_id: str | None = None
     cicd_tool_id: int | None = None
+    # Called with the new run's id and connection inside the creating transaction
+    # (e.g. to record an Idempotency-Key with the run, or fail and create nothing).
+    on_created: Callable[[int, Any], Awaitable[None]] | None = None
 
 
 class CancelResult(StrEnum):
@@ -143,6 +146,8 @@ class Engine:
                 cicd_tool_id=request.cicd_tool_id,
                 conn=conn,
             )
+            if request.on_created is not None:
+                await request.on_created(run.id, conn)
         self._pinned[run.id] = pipeline
         async with self._locks.hold(run.id):
             latest = await self._drive_locked(run.id, (run, steps))
