@@ -321,8 +321,17 @@ class ThrowawayPostgres:
             if not self._running:
                 return
             proc = self._run_as_server_user(
-                [self._prog("pg_ctl"), "stop", "-D", str(self.data_dir), "-m", mode, "-w",
-                 "-t", "20"],
+                [
+                    self._prog("pg_ctl"),
+                    "stop",
+                    "-D",
+                    str(self.data_dir),
+                    "-m",
+                    mode,
+                    "-w",
+                    "-t",
+                    "20",
+                ],
                 timeout=30,
             )
             if proc.returncode != 0:
