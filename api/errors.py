@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 
 from engine.errors import (
     Conflict,
@@ -105,29 +105,58 @@ def unavailable_response() -> web.Response:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+# The response a handler already started (a WebSocket after its upgrade): no error
+# answer can follow it, so an error closes the WebSocket instead.
+PREPARED: web.RequestKey[web.StreamResponse] = web.RequestKey("prepared", web.StreamResponse)
+
+
+async def remember_prepared(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare`` signal: note that this request's answer has begun."""
+    request[PREPARED] = response
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not request.path.startswith(JSON_ERROR_PREFIXES):
         return await handler(request)
     try:
         return await handler(request)
-    except ApiError as exc:
+    except Exception as exc:
+        response = _answer(request, exc)
+        started = request.get(PREPARED)
+        if started is None:
+            return response
+        if isinstance(started, web.WebSocketResponse):
+            if not started.closed:
+                code = (
+                    WSCloseCode.TRY_AGAIN_LATER
+                    if response.status == 503
+                    else (WSCloseCode.INTERNAL_ERROR)
+                )
+                reason = UNAVAILABLE_DETAIL if response.status == 503 else "internal error"
+                await started.close(code=code, message=reason.encode())
+            return started
+        raise
+
+
+def _answer(request: web.Request, exc: Exception) -> web.Response:
+    """The JSON error answer for what a handler raised (HTTP redirects are raised on)."""
+    if isinstance(exc, ApiError):
         return error_response(exc.status, exc.detail, exc.error, **exc.extra)
-    except UserError as exc:
+    if isinstance(exc, UserError):
         err = from_user_error(exc)
         return error_response(err.status, err.detail, err.error, **err.extra)
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
-            raise
+            raise exc
         detail = exc.reason if exc.status != 404 else f"No such route: {request.path}"
         response = error_response(exc.status, detail)
         if "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
         return response
-    except Exception as exc:
-        if is_database_outage(exc):
-            log.warning("database unavailable on %s %s: %s", request.method, request.path, exc)
-            return unavailable_response()
-        ref = uuid.uuid4().hex[:12]
-        log.exception("API bug (ref %s) on %s %s", ref, request.method, request.path)
-        return error_response(500, f"Internal error; reference {ref}.")
+    if is_database_outage(exc):
+        log.warning("database unavailable on %s %s: %s", request.method, request.path, exc)
+        return unavailable_response()
+    ref = uuid.uuid4().hex[:12]
+    log.error("API bug (ref %s) on %s %s", ref, request.method, request.path, exc_info=exc)
+    return error_response(500, f"Internal error; reference {ref}.")

@@ -79,6 +79,9 @@ async def test_rest_and_healthz_answer_503_while_postgres_is_down_then_recover(
             ("POST", E, {"json": {"pipeline": "simple"}}),
             ("POST", E, {"json": {"pipeline": "simple"}, "headers": {"Idempotency-Key": "k"}}),
             ("POST", f"{E}{run_id}/cancel/", {}),
+            ("POST", f"{E}{run_id}/approve/", {}),
+            ("POST", f"{E}{run_id}/reject/", {"json": {"comment": "no"}}),
+            ("GET", f"/api/v1/ws/executions/{run_id}/", {}),
             ("GET", "/api/v1/cicd/tools/", {}),
             ("PATCH", "/api/v1/cicd/tools/1/", {"json": {"status": "inactive"}}),
         ]
@@ -96,6 +99,16 @@ async def test_rest_and_healthz_answer_503_while_postgres_is_down_then_recover(
                     assert reply.status == 503, (method, path, reply.status, body, logs(served))
                     assert {k: body[k] for k in UNAVAILABLE} == UNAVAILABLE, body
                     assert reply.headers["Retry-After"] == "5"
+        # A WebSocket refused at the handshake, or closed as "try again later" once open.
+        for path in [f"/api/v1/ws/executions/{run_id}/", "/api/v1/ws/executions/"]:
+            try:
+                async with group.http.ws_connect(served.url + path, headers=bearer(ADMIN)) as ws:
+                    message = await ws.receive(timeout=10)
+                    assert message.type == aiohttp.WSMsgType.CLOSE, (path, message)
+                    assert message.data == aiohttp.WSCloseCode.TRY_AGAIN_LATER, message
+                    assert message.extra == "try again shortly"
+            except aiohttp.WSServerHandshakeError as exc:
+                assert exc.status == 503, (path, exc)
         # Routes that need no database keep answering.
         status, listing, _ = await answer(group, served, "GET", "/api/v1/pipelines/")
         assert status == 200 and listing["count"] == 3
