@@ -128,12 +128,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             return response
         if isinstance(started, web.WebSocketResponse):
             if not started.closed:
-                code = (
-                    WSCloseCode.TRY_AGAIN_LATER
-                    if response.status == 503
-                    else (WSCloseCode.INTERNAL_ERROR)
-                )
-                reason = UNAVAILABLE_DETAIL if response.status == 503 else "internal error"
+                if response.status == 503:
+                    code, reason = WSCloseCode.TRY_AGAIN_LATER, UNAVAILABLE_DETAIL
+                else:
+                    code, reason = WSCloseCode.INTERNAL_ERROR, "internal error"
                 await started.close(code=code, message=reason.encode())
             return started
         raise
