@@ -311,6 +311,43 @@ class ThrowawayPostgres:
                 self._port = None
                 self._remove_tmpdir()
 
+    def halt(self, mode: str = "fast") -> None:
+        """Stop the server but keep its data directory and port (see :meth:`resume`).
+
+        ``mode`` is pg_ctl's shutdown mode: ``fast`` ends sessions cleanly,
+        ``immediate`` is like a crash. Clients see the database go away.
+        """
+        with self._lock:
+            if not self._running:
+                return
+            proc = self._run_as_server_user(
+                [
+                    self._prog("pg_ctl"),
+                    "stop",
+                    "-D",
+                    str(self.data_dir),
+                    "-m",
+                    mode,
+                    "-w",
+                    "-t",
+                    "20",
+                ],
+                timeout=30,
+            )
+            if proc.returncode != 0:
+                self._kill_leftover()
+            self._running = False
+
+    def resume(self) -> None:
+        """Start a server stopped by :meth:`halt` again, on the same port and data."""
+        with self._lock:
+            if self._running:
+                return
+            if self._tmpdir is None or self._port is None:
+                raise RuntimeError("resume() needs a server stopped by halt()")
+            self._pg_ctl_start()
+            self._running = True
+
     def __enter__(self) -> ThrowawayPostgres:
         self.start()
         return self

@@ -272,7 +272,7 @@ async def test_new_crumb_after_jenkins_restart_is_fetched_again(
 # -- outages ----------------------------------------------------------------------
 
 
-async def test_jenkins_down_is_unreachable_until_it_comes_back(
+async def test_jenkins_down_is_database_outage_until_it_comes_back(
     fake: FakeJenkins, client: JenkinsClient
 ) -> None:
     assert await client.whoami() == "admin"
