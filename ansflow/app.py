@@ -25,9 +25,16 @@ CORE: web.AppKey[Core] = web.AppKey("core", Core)
 
 
 async def healthz(request: web.Request) -> web.Response:
-    reachable = await ping()
-    body = {"status": "ok" if reachable else "unavailable", "database": reachable}
-    return web.json_response(body, status=200 if reachable else 503)
+    """200 while the database answers; else 503 with the API's JSON error and Retry-After."""
+    if await ping():
+        return web.json_response({"status": "ok", "database": True})
+    body = {
+        "error": "database unavailable",
+        "detail": "try again shortly",
+        "status": "unavailable",
+        "database": False,
+    }
+    return web.json_response(body, status=503, headers={"Retry-After": "5"})
 
 
 def build_app(settings: Settings, *, workdir: Path | None = None) -> web.Application:

@@ -47,7 +47,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ansflow.serve import serve
 
     _configure_logging(args.verbose)
-    return serve(_settings_or_exit())
+    settings = _settings_or_exit()
+    if not settings.pipelines_dir.is_dir():
+        from engine.pipelines.messages import missing_folder
+
+        logging.getLogger("ansflow.serve").warning(missing_folder(settings.pipelines_dir))
+    return serve(settings)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

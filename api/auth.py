@@ -57,7 +57,7 @@ def user_of(token: str, secret: str) -> str:
         raise TokenError("The token's signature is not valid.") from None
     except jwt.MissingRequiredClaimError as exc:
         raise TokenError(f"The token has no `{exc.claim}` claim.") from None
-    except jwt.PyJWTError:
+    except (jwt.PyJWTError, UnicodeError):
         raise TokenError("The token is malformed.") from None
     sub = claims.get("sub")
     if not isinstance(sub, str) or not USER_ID.match(sub):

@@ -10,6 +10,7 @@ from api.errors import ApiError
 TRIGGER_TYPES = ("manual", "api", "webhook", "schedule")
 FIELDS = frozenset({"pipeline", "pipeline_id", "cicd_tool_id", "trigger_type", "parameters"})
 MAX_ID = 2**31 - 1
+MAX_NAME = 200
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ def parse_create(body: dict[str, Any]) -> CreateBody:
     pipeline = body.get("pipeline")
     if pipeline is not None and (not isinstance(pipeline, str) or not pipeline.strip()):
         raise ApiError(400, "`pipeline` must be a pipeline name (a non-empty string).")
+    if isinstance(pipeline, str) and len(pipeline) > MAX_NAME:
+        raise ApiError(400, f"`pipeline` is longer than {MAX_NAME} characters; no name is.")
     pipeline_id = _int_field(body, "pipeline_id")
     if pipeline is None and pipeline_id is None:
         raise ApiError(400, "Give `pipeline` (a name) or `pipeline_id`.")

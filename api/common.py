@@ -12,6 +12,7 @@ from ansflow.app import CORE
 from ansflow.wiring import Core
 from api.auth import actor_of
 from api.errors import ApiError
+from api.inputs import parse_json
 from api.render import Json, decision_json
 from engine.permissions import may_view
 from engine.pipelines import Pipeline
@@ -38,10 +39,7 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     raw = await request.read()
     if not raw.strip():
         raise ApiError(400, "The body must be a JSON object; it is empty.")
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ApiError(400, f"The body is not valid JSON: {exc}") from None
+    body = parse_json(raw)
     if not isinstance(body, dict):
         raise ApiError(400, f"The body must be a JSON object, not {type(body).__name__}.")
     return body

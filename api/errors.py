@@ -1,9 +1,10 @@
 """JSON errors for the REST API, and the middleware that guarantees them.
 
 Every answer under ``/api/`` that is not a success is ``{"error", "detail"}``
-JSON. A ``UserError`` from the engine maps to its status here, in one table;
-anything else escaping a handler is a bug: logged with a reference id and
-answered with a 500 that says only that.
+JSON (the hook routes under ``/hooks/`` too). A ``UserError`` from the engine
+maps to its status here, in one table; the database being unreachable is 503
+with ``Retry-After``; anything else escaping a handler is a bug: logged with
+its traceback and a reference id, and answered with a 500 that says only that.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 
 from engine.errors import (
     Conflict,
@@ -26,10 +27,16 @@ from engine.errors import (
     UnknownTool,
     UserError,
 )
+from storage.outage import is_database_outage
 
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/"
+# Paths whose errors this module answers as JSON.
+JSON_ERROR_PREFIXES = (API_PREFIX, "/hooks/")
+UNAVAILABLE = "database unavailable"
+UNAVAILABLE_DETAIL = "try again shortly"
+RETRY_AFTER_SECONDS = 5
 TOOL_NOT_ACTIVE = "CI/CD tool is not active"
 
 _SLUGS = {
@@ -40,7 +47,9 @@ _SLUGS = {
     405: "method_not_allowed",
     409: "conflict",
     413: "payload_too_large",
+    422: "unprocessable",
     500: "internal_error",
+    503: UNAVAILABLE,
 }
 
 # Most specific first: ToolNotActive is a Conflict.
@@ -86,29 +95,66 @@ def from_user_error(exc: UserError) -> ApiError:
     return ApiError(status, str(exc), **extra)
 
 
+def unavailable_response() -> web.Response:
+    """503 while the database cannot be reached: the client should simply retry."""
+    response = error_response(503, UNAVAILABLE_DETAIL, UNAVAILABLE)
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+# The response a handler already started (a WebSocket after its upgrade): no error
+# answer can follow it, so an error closes the WebSocket instead.
+PREPARED: web.RequestKey[web.StreamResponse] = web.RequestKey("prepared", web.StreamResponse)
+
+
+async def remember_prepared(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare`` signal: note that this request's answer has begun."""
+    request[PREPARED] = response
 
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if not request.path.startswith(API_PREFIX):
+    if not request.path.startswith(JSON_ERROR_PREFIXES):
         return await handler(request)
     try:
         return await handler(request)
-    except ApiError as exc:
+    except Exception as exc:
+        response = _answer(request, exc)
+        started = request.get(PREPARED)
+        if started is None:
+            return response
+        if isinstance(started, web.WebSocketResponse):
+            if not started.closed:
+                if response.status == 503:
+                    code, reason = WSCloseCode.TRY_AGAIN_LATER, UNAVAILABLE_DETAIL
+                else:
+                    code, reason = WSCloseCode.INTERNAL_ERROR, "internal error"
+                await started.close(code=code, message=reason.encode())
+            return started
+        raise
+
+
+def _answer(request: web.Request, exc: Exception) -> web.Response:
+    """The JSON error answer for what a handler raised (HTTP redirects are raised on)."""
+    if isinstance(exc, ApiError):
         return error_response(exc.status, exc.detail, exc.error, **exc.extra)
-    except UserError as exc:
+    if isinstance(exc, UserError):
         err = from_user_error(exc)
         return error_response(err.status, err.detail, err.error, **err.extra)
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
-            raise
+            raise exc
         detail = exc.reason if exc.status != 404 else f"No such route: {request.path}"
         response = error_response(exc.status, detail)
         if "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
         return response
-    except Exception:
-        ref = uuid.uuid4().hex[:12]
-        log.exception("API bug (ref %s) on %s %s", ref, request.method, request.path)
-        return error_response(500, f"Internal error; reference {ref}.")
+    if is_database_outage(exc):
+        log.warning("database unavailable on %s %s: %s", request.method, request.path, exc)
+        return unavailable_response()
+    ref = uuid.uuid4().hex[:12]
+    log.error("API bug (ref %s) on %s %s", ref, request.method, request.path, exc_info=exc)
+    return error_response(500, f"Internal error; reference {ref}.")

@@ -2,18 +2,20 @@
 
 The secret in the path is the only protection (the plugin signs nothing): a
 wrong secret, or none configured, answers 404 as if the route did not exist.
-A build no step follows is acknowledged (202) and ignored.
+A build no step follows is acknowledged (202) and ignored. Errors are the
+API's JSON ``{"error", "detail"}`` (``api.errors`` answers them for ``/hooks/``).
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from api.errors import ApiError
+from api.inputs import parse_json
 from engine.jenkins.follow import Follower
 from engine.jenkins.hook import apply_notification, parse_notification
 from engine.jenkins.tools import ToolClients
@@ -32,14 +34,16 @@ def hook_handler(
         if not secret or not hmac.compare_digest(given.encode(), secret.encode()):
             raise web.HTTPNotFound()
         if request.content_length is not None and request.content_length > MAX_BODY:
-            return web.json_response({"error": "payload too large"}, status=413)
+            raise ApiError(413, f"The body is larger than {MAX_BODY} bytes.")
+        raw = await request.read()
+        if len(raw) > MAX_BODY:
+            raise ApiError(413, f"The body is larger than {MAX_BODY} bytes.")
         try:
-            data = json.loads(await request.read())
-        except (ValueError, UnicodeDecodeError):
-            return web.json_response({"error": "the body is not JSON"}, status=400)
-        note = parse_notification(data)
+            note = parse_notification(parse_json(raw))
+        except (ValueError, OverflowError, RecursionError):  # e.g. "http://[" or 1e999
+            note = None
         if note is None:
-            return web.json_response({"error": "not a Jenkins build notification"}, status=400)
+            raise ApiError(400, "The body is not a Jenkins build notification.")
         if not await apply_notification(follower, clients, note):
             return web.json_response({"status": "ignored"}, status=202)
         return web.json_response({"status": "ok"})

@@ -56,7 +56,10 @@ async def list_runs(request: web.Request, cache: PipelineCache) -> web.Response:
         query = query.filter(status=status)
     pipeline = request.query.get("pipeline")
     if pipeline:
-        query = query.filter(pipeline=pipeline[:200])
+        longest = Run._meta.fields_map["pipeline"].max_length  # type: ignore[attr-defined]
+        if len(pipeline) > longest:
+            raise ApiError(400, f"`pipeline` is longer than {longest} characters; no name is.")
+        query = query.filter(pipeline=pipeline)
     actor = actor_of(request)
     start = (page - 1) * size
     ids: list[int]

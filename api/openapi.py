@@ -2,41 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 from api.body import TRIGGER_TYPES
 from api.listing import MAX_PAGE_SIZE
+from api.openapi_hooks import HOOKS, IDEMPOTENCY
+from api.openapi_parts import ERR, ID, UNAVAILABLE, Json, json_body, nullable, ref
 from engine.state import RunStatus, StepStatus
 
-Json = dict[str, Any]
 PATH = "/api/v1/openapi.json"
 
 
-def _ref(name: str) -> Json:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _nullable(kind: str, **more: Any) -> Json:
-    return {"type": [kind, "null"], **more}
-
-
-def _json(schema: Json, description: str) -> Json:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-_ERR = _json(_ref("Error"), "error")
-_ID = {
-    "name": "id",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
-}
-
-
 def _errors(*codes: int) -> Json:
-    return {str(code): _ERR for code in (401, *codes)}
+    """401 (every bearer route), the given codes, and 503 while the database is down."""
+    return {**{str(code): ERR for code in (401, *codes)}, "503": UNAVAILABLE}
 
 
 def _page(item: str) -> Json:
@@ -45,9 +24,9 @@ def _page(item: str) -> Json:
         "required": ["count", "next", "previous", "results"],
         "properties": {
             "count": {"type": "integer"},
-            "next": _nullable("string"),
-            "previous": _nullable("string"),
-            "results": {"type": "array", "items": _ref(item)},
+            "next": nullable("string"),
+            "previous": nullable("string"),
+            "results": {"type": "array", "items": ref(item)},
         },
     }
 
@@ -60,11 +39,11 @@ _STEP = {
         "path": {"type": "string"},
         "kind": {"type": "string"},
         "status": {"enum": [s.value for s in StepStatus]},
-        "started_at": _nullable("string", format="date-time"),
-        "finished_at": _nullable("string", format="date-time"),
-        "exit_code": _nullable("integer"),
-        "reason": _nullable("string"),
-        "external_url": _nullable("string"),
+        "started_at": nullable("string", format="date-time"),
+        "finished_at": nullable("string", format="date-time"),
+        "exit_code": nullable("integer"),
+        "reason": nullable("string"),
+        "external_url": nullable("string"),
         "log_tail": {"type": "string"},
     },
 }
@@ -92,14 +71,14 @@ _EXECUTION = {
         "triggered_by": {"type": "string"},
         "source": {"type": "string"},
         "parameters": {"type": "object", "additionalProperties": {"type": "string"}},
-        "reason": _nullable("string"),
-        "failed_step": _nullable("string"),
+        "reason": nullable("string"),
+        "failed_step": nullable("string"),
         "created_at": {"type": "string", "format": "date-time"},
-        "started_at": _nullable("string", format="date-time"),
-        "finished_at": _nullable("string", format="date-time"),
-        "duration": _nullable("number", description="seconds"),
-        "steps": {"type": "array", "items": _ref("Step")},
-        "approvals": {"type": "array", "items": _ref("ApprovalDecision")},
+        "started_at": nullable("string", format="date-time"),
+        "finished_at": nullable("string", format="date-time"),
+        "duration": nullable("number", description="seconds"),
+        "steps": {"type": "array", "items": ref("Step")},
+        "approvals": {"type": "array", "items": ref("ApprovalDecision")},
     },
 }
 
@@ -134,8 +113,8 @@ _SCHEMAS: Json = {
             "step": {"type": "string"},
             "user": {"type": "string"},
             "decision": {"type": "string"},
-            "comment": _nullable("string"),
-            "decided_at": _nullable("string", format="date-time"),
+            "comment": nullable("string"),
+            "decided_at": nullable("string", format="date-time"),
         },
     },
     "CreateExecution": _CREATE,
@@ -150,19 +129,19 @@ _SCHEMAS: Json = {
         "properties": {
             "id": {"type": "integer"},
             "name": {"type": "string"},
-            "description": _nullable("string"),
-            "channel": _nullable("string"),
+            "description": nullable("string"),
+            "channel": nullable("string"),
             "parameters": {
                 "type": "array",
                 "items": {
                     "type": "object",
                     "properties": {
                         "name": {"type": "string"},
-                        "default": _nullable("string"),
+                        "default": nullable("string"),
                         "required": {"type": "boolean"},
                         "choices": {"type": ["array", "null"], "items": {"type": "string"}},
-                        "pattern": _nullable("string"),
-                        "description": _nullable("string"),
+                        "pattern": nullable("string"),
+                        "description": nullable("string"),
                     },
                 },
             },
@@ -179,11 +158,11 @@ _SCHEMAS: Json = {
             "url": {"type": "string"},
             "username": {"type": "string"},
             "status": {"enum": ["active", "inactive"]},
-            "last_health_at": _nullable("string", format="date-time"),
-            "last_health_ok": _nullable("boolean"),
-            "last_health_error": _nullable("string"),
-            "created_at": _nullable("string", format="date-time"),
-            "updated_at": _nullable("string", format="date-time"),
+            "last_health_at": nullable("string", format="date-time"),
+            "last_health_ok": nullable("boolean"),
+            "last_health_error": nullable("string"),
+            "created_at": nullable("string", format="date-time"),
+            "updated_at": nullable("string", format="date-time"),
         },
     },
     "ToolPatch": {
@@ -196,18 +175,18 @@ _SCHEMAS: Json = {
 
 
 def _body(schema: str, required: bool = True) -> Json:
-    return {"required": required, "content": {"application/json": {"schema": _ref(schema)}}}
+    return {"required": required, "content": {"application/json": {"schema": ref(schema)}}}
 
 
 def _decide(word: str) -> Json:
     return {
         "post": {
             "summary": f"{word.capitalize()} the run's waiting approval as the token's subject",
-            "parameters": [_ID],
+            "parameters": [ID],
             "requestBody": _body("Decision", required=False),
             "responses": {
-                "200": _json(_ref("Execution"), "the execution"),
-                **_errors(400, 403, 404, 409),
+                "200": json_body(ref("Execution"), "the execution"),
+                **_errors(400, 403, 404, 409, 413),
             },
         }
     }
@@ -223,10 +202,12 @@ PATHS: Json = {
     _E: {
         "post": {
             "summary": "Start a run",
+            "parameters": [IDEMPOTENCY],
             "requestBody": _body("CreateExecution"),
             "responses": {
-                "201": _json(_ref("Execution"), "the new execution"),
-                **_errors(400, 403, 404, 409),
+                "201": json_body(ref("Execution"), "the new execution"),
+                "200": json_body(ref("Execution"), "Idempotency-Key seen before: its execution"),
+                **_errors(400, 403, 404, 409, 413, 422),
             },
         },
         "get": {
@@ -250,23 +231,23 @@ PATHS: Json = {
                     },
                 },
             ],
-            "responses": {"200": _json(_page("Execution"), "a page"), **_errors(400)},
+            "responses": {"200": json_body(_page("Execution"), "a page"), **_errors(400)},
         },
     },
     _E + "{id}/": {
         "get": {
             "summary": "One execution with its steps",
-            "parameters": [_ID],
-            "responses": {"200": _json(_ref("Execution"), "the execution"), **_errors(403, 404)},
+            "parameters": [ID],
+            "responses": {"200": json_body(ref("Execution"), "the execution"), **_errors(403, 404)},
         }
     },
     _E + "{id}/cancel/": {
         "post": {
             "summary": "Cancel a run",
-            "parameters": [_ID],
+            "parameters": [ID],
             "responses": {
-                "202": _json(_ref("Execution"), "cancel requested"),
-                "200": _json(_ref("Execution"), "cancel was already requested"),
+                "202": json_body(ref("Execution"), "cancel requested"),
+                "200": json_body(ref("Execution"), "cancel was already requested"),
                 **_errors(403, 404, 409),
             },
         }
@@ -276,7 +257,7 @@ PATHS: Json = {
     _E + "{id}/logs/": {
         "get": {
             "summary": "Stored log of one step, or of all steps with headers",
-            "parameters": [_ID, {"name": "step", "in": "query", "schema": {"type": "string"}}],
+            "parameters": [ID, {"name": "step", "in": "query", "schema": {"type": "string"}}],
             "responses": {
                 "200": {
                     "description": "the log",
@@ -289,21 +270,24 @@ PATHS: Json = {
     "/api/v1/pipelines/": {
         "get": {
             "summary": "Pipelines the token's user may run, with their parameters",
-            "responses": {"200": _json(_page("Pipeline"), "pipelines"), **_errors()},
+            "responses": {"200": json_body(_page("Pipeline"), "pipelines"), **_errors()},
         }
     },
     "/api/v1/cicd/tools/": {
         "get": {
             "summary": "CI/CD tools (never their tokens)",
-            "responses": {"200": _json(_page("Tool"), "tools"), **_errors()},
+            "responses": {"200": json_body(_page("Tool"), "tools"), **_errors()},
         }
     },
     "/api/v1/cicd/tools/{id}/": {
         "patch": {
             "summary": "Activate or deactivate a tool (admins)",
-            "parameters": [_ID],
+            "parameters": [ID],
             "requestBody": _body("ToolPatch"),
-            "responses": {"200": _json(_ref("Tool"), "the tool"), **_errors(400, 403, 404)},
+            "responses": {
+                "200": json_body(ref("Tool"), "the tool"),
+                **_errors(400, 403, 404, 413),
+            },
         }
     },
     "/api/v1/ws/executions/": {
@@ -315,7 +299,7 @@ PATHS: Json = {
     "/api/v1/ws/executions/{id}/": {
         "get": {
             "summary": "WebSocket: one run until it ends",
-            "parameters": [_ID],
+            "parameters": [ID],
             "responses": {**_WS, **_errors(403, 404)},
         }
     },
@@ -333,7 +317,7 @@ def document() -> Json:
     return {
         "openapi": "3.1.0",
         "info": {"title": "AnsFlow ChatOps API", "version": "1"},
-        "paths": PATHS,
+        "paths": {**PATHS, **HOOKS},
         "components": {
             "schemas": _SCHEMAS,
             "securitySchemes": {

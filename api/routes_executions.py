@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from aiohttp import web
+from tortoise.exceptions import IntegrityError
 
+from api import idempotency
 from api.auth import actor_of
 from api.body import parse_create
 from api.common import (
@@ -30,7 +32,13 @@ def pipeline_names(request: web.Request) -> list[str]:
 
 
 async def create_execution(request: web.Request) -> web.Response:
-    body = parse_create(await json_object(request))
+    raw = await json_object(request)
+    body = parse_create(raw)
+    claim = idempotency.claim_of(request, actor_of(request).user_id, raw)
+    if claim is not None:
+        earlier = await idempotency.earlier_run(claim)
+        if earlier is not None:
+            return await _replay(request, earlier)
     name = body.pipeline
     if body.pipeline_id is not None:
         names = pipeline_names(request)
@@ -44,19 +52,33 @@ async def create_execution(request: web.Request) -> web.Response:
         name = by_id
     assert name is not None
     engine = core_of(request).engine
-    snapshot = await engine.start_run(
-        RunRequest(
-            pipeline=name,
-            parameters=body.parameters,
-            actor=actor_of(request),
-            trigger_type=body.trigger_type,
-            source="api",
-            cicd_tool_id=body.cicd_tool_id,
-        )
+    run_request = RunRequest(
+        pipeline=name,
+        parameters=body.parameters,
+        actor=actor_of(request),
+        trigger_type=body.trigger_type,
+        source="api",
+        cicd_tool_id=body.cicd_tool_id,
+        on_created=claim.record if claim is not None else None,
     )
+    try:
+        snapshot = await engine.start_run(run_request)
+    except IntegrityError:
+        # A concurrent request with the same key committed first (its row is unique).
+        earlier = await idempotency.earlier_run(claim) if claim is not None else None
+        if earlier is None:
+            raise
+        return await _replay(request, earlier)
     return web.json_response(
         execution_json(snapshot), status=201, headers={"Location": f"{BASE}{snapshot.id}/"}
     )
+
+
+async def _replay(request: web.Request, run_id: int) -> web.Response:
+    """200 with the execution an earlier request with the same key created (as it is now)."""
+    snapshot = await core_of(request).engine.snapshot(run_id)
+    headers = {"Location": f"{BASE}{run_id}/", idempotency.REPLAYED: "true"}
+    return web.json_response(execution_json(snapshot), status=200, headers=headers)
 
 
 async def get_execution(request: web.Request) -> web.Response:

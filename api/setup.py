@@ -16,9 +16,11 @@ from ansflow.wiring import Core
 from api import routes_approvals, routes_catalog, routes_executions, ws
 from api.auth import auth_middleware
 from api.common import PipelineCache
-from api.errors import error_middleware
+from api.errors import error_middleware, remember_prepared
 from api.hub import Hub
+from api.inputs import input_guard
 from api.openapi import add_routes as add_openapi
+from api.remote import remote_event_handler
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,8 @@ def setup_api(app: web.Application, core: Core) -> None:
             "ANSFLOW_JWT_SECRET is shorter than %s bytes; use a longer random one", MIN_SECRET_BYTES
         )
     app.middlewares.append(error_middleware)
+    app.on_response_prepare.append(remember_prepared)
+    app.middlewares.append(input_guard)
     app.middlewares.append(auth_middleware(secret))
     hub = Hub(core.engine.admins)
     app[ws.HUB] = hub
@@ -52,6 +56,8 @@ def setup_api(app: web.Application, core: Core) -> None:
 
     async def websocket_hub(app: web.Application) -> AsyncIterator[None]:
         core.bus.subscribe(hub.on_event)
+        if core.signals is not None:
+            core.signals.subscribe_remote(remote_event_handler(hub))
         yield
         core.bus.unsubscribe(hub.on_event)
         hub.close_all()

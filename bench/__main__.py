@@ -13,6 +13,7 @@ MODULES = [
     "bench.bench_slack",
     "bench.bench_jenkins",
     "bench.bench_api",
+    "bench.bench_api_resilience",
     "bench.bench_soak",
 ]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 from engine.errors import PipelineNotFound
@@ -43,6 +44,18 @@ class PipelineSource:
         catalog = self.catalog()
         pipeline = catalog.get(name)
         if pipeline is None:
-            close = difflib.get_close_matches(name, list(catalog.pipelines), n=3, cutoff=0.5)
-            raise PipelineNotFound(name, close)
+            raise PipelineNotFound(
+                name, close_matches(name, catalog.pipelines), list(catalog.pipelines)
+            )
         return pipeline
+
+
+def close_matches(name: str, names: Iterable[str], limit: int = 3) -> list[str]:
+    """Names like ``name``, best first: the same in another case, similar spellings,
+    then names that contain it or that it contains."""
+    pool = sorted(names)
+    wanted = name.casefold()
+    same = [n for n in pool if n.casefold() == wanted]
+    similar = difflib.get_close_matches(name, pool, n=limit, cutoff=0.5)
+    within = [n for n in pool if wanted and (wanted in n.casefold() or n.casefold() in wanted)]
+    return list(dict.fromkeys([*same, *similar, *within]))[:limit]

@@ -29,9 +29,15 @@ class UserError(EngineError):
 
 
 class PipelineNotFound(UserError):
-    def __init__(self, name: str, close_matches: list[str]) -> None:
+    """``close_matches``: loaded names like the one asked for, best first;
+    ``available``: every loaded name, sorted (filter by permission before showing)."""
+
+    def __init__(
+        self, name: str, close_matches: list[str], available: list[str] | None = None
+    ) -> None:
         self.name = name
         self.close_matches = close_matches
+        self.available = sorted(available or [])
         hint = f" Did you mean {', '.join(close_matches)}?" if close_matches else ""
         super().__init__(f"There is no pipeline named `{name}`.{hint}")
 

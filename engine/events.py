@@ -178,3 +178,8 @@ class EventBus:
                     await result
             except Exception:  # one subscriber's bug must not stop the engine
                 log.exception("event subscriber %r failed on %s", handler, event.type)
+
+
+def event_class(name: str) -> type[Event] | None:
+    """The event type called ``name`` (``step.finished`` …), for events from other replicas."""
+    return next((cls for cls, known in _EVENT_NAMES.items() if known == name), None)

@@ -18,7 +18,7 @@ import time
 from engine.runner import Engine
 from engine.takeover import sweep
 from storage.leases import forget_dead_replicas, register_replica, renew_replica, retire_replica
-from storage.outage import is_unreachable
+from storage.outage import is_database_outage
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class LeaseKeeper:
                 raise
             except Exception as exc:
                 failures = min(failures + 1, 10)
-                if is_unreachable(exc):
+                if is_database_outage(exc):
                     if self.replica.connected_since is not None:
                         log.warning("database unreachable: %s; keeping work in memory", exc)
                     self.replica.connected_since = None

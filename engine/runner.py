@@ -49,7 +49,7 @@ from engine.transitions import move_run, move_step, request_cancel
 from storage import runs as store
 from storage.leases import adopt_step
 from storage.models import CICDTool, Run, StepRun
-from storage.outage import is_unreachable
+from storage.outage import is_database_outage
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,9 @@ class RunRequest:
     # Where Slack hears of the run; defaults to the pipeline's ``channel``.
     channel_id: str | None = None
     cicd_tool_id: int | None = None
+    # Called with the new run's id and connection inside the creating transaction
+    # (e.g. to record an Idempotency-Key with the run, or fail and create nothing).
+    on_created: Callable[[int, Any], Awaitable[None]] | None = None
 
 
 class CancelResult(StrEnum):
@@ -152,6 +155,8 @@ class Engine:
                 owner=self.replica.id,
                 conn=conn,
             )
+            if request.on_created is not None:
+                await request.on_created(run.id, conn)
         self._pinned[run.id] = pipeline
         async with self._locks.hold(run.id):
             latest = await self._drive_locked(run.id, (run, steps))
@@ -427,7 +432,7 @@ class Engine:
         try:
             return await self._finish_step(run_id, step_id, outcome)
         except Exception as exc:
-            if not is_unreachable(exc):
+            if not is_database_outage(exc):
                 raise
             log.warning(
                 "run %s: database unreachable; keeping step %s outcome (%s) until it is back",
@@ -445,7 +450,7 @@ class Engine:
             try:
                 await self._finish_step(run_id, step_id, outcome)
             except Exception as exc:
-                if not is_unreachable(exc):
+                if not is_database_outage(exc):
                     log.exception("run %s: could not store a kept outcome", run_id)
                     continue
                 self.outcomes.keep(run_id, step_id, outcome, front=True)

@@ -23,7 +23,7 @@ from typing import Any
 from engine.events import Event
 from engine.replica import ReplicaRef
 from storage.notify import Listener, notify
-from storage.outage import is_unreachable
+from storage.outage import is_database_outage
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class PgSignals:
             await notify(CHANNEL, payload)
         except Exception as exc:
             # The slow poll behind every signal covers a lost one.
-            if not is_unreachable(exc):
+            if not is_database_outage(exc):
                 raise
             log.warning("replica signal not sent (database unreachable)")
 

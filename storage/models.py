@@ -210,3 +210,27 @@ class Lease(Model):
 
     class Meta:
         table = "lease"
+
+
+# ---- Idempotency-Key of REST creates (api helper; migration 0006) ----------------
+class IdempotencyKey(Model):
+    """A create request's ``Idempotency-Key``: inserted in the run's own transaction.
+
+    Unique per (token subject, key): a second request with the same key finds
+    this row (or waits for it on the unique index) and gets the same run.
+    """
+
+    id = fields.IntField(primary_key=True)
+    subject = fields.CharField(max_length=64)
+    key = fields.CharField(max_length=255)
+    # SHA-256 of the request body in canonical JSON: a reused key with another body is refused.
+    fingerprint = fields.CharField(max_length=64)
+    run: fields.ForeignKeyRelation[Run] = fields.ForeignKeyField(
+        "models.Run", related_name="idempotency_keys", on_delete=fields.CASCADE
+    )
+    run_id: int
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "idempotency_key"
+        unique_together = (("subject", "key"),)

@@ -166,7 +166,6 @@ class ThrowawayPostgres:
         self._tmpdir: Path | None = None
         self._port: int | None = None
         self._running = False
-        self._stopped_port: int | None = None
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ info
@@ -312,17 +311,15 @@ class ThrowawayPostgres:
                 self._port = None
                 self._remove_tmpdir()
 
-    # ------------------------------------------- outages (replica tests)
+    def halt(self, mode: str = "fast") -> None:
+        """Stop the server but keep its data directory and port (see :meth:`resume`).
 
-    def stop_keeping_data(self, mode: str = "fast") -> None:
-        """Stop the server as an outage would, keeping its data dir and port.
-
-        ``mode`` is pg_ctl's (``fast`` closes every session; ``immediate`` is a
-        crash). :meth:`start_again` brings the same server back on the same port.
+        ``mode`` is pg_ctl's shutdown mode: ``fast`` ends sessions cleanly,
+        ``immediate`` is like a crash. Clients see the database go away.
         """
         with self._lock:
-            if not self._running or self._tmpdir is None:
-                raise RuntimeError("ThrowawayPostgres is not running")
+            if not self._running:
+                return
             proc = self._run_as_server_user(
                 [
                     self._prog("pg_ctl"),
@@ -339,19 +336,17 @@ class ThrowawayPostgres:
             )
             if proc.returncode != 0:
                 self._kill_leftover()
-            self._stopped_port = self._port
             self._running = False
 
-    def start_again(self) -> None:
-        """Start a server stopped by :meth:`stop_keeping_data` on its old port."""
+    def resume(self) -> None:
+        """Start a server stopped by :meth:`halt` again, on the same port and data."""
         with self._lock:
-            port = self._stopped_port
-            if self._running or port is None or self._tmpdir is None:
-                raise RuntimeError("start_again() needs a server stopped by stop_keeping_data()")
-            self._port = port
+            if self._running:
+                return
+            if self._tmpdir is None or self._port is None:
+                raise RuntimeError("resume() needs a server stopped by halt()")
             self._pg_ctl_start()
             self._running = True
-            self._stopped_port = None
 
     def __enter__(self) -> ThrowawayPostgres:
         self.start()

@@ -77,7 +77,7 @@ async def test_folder_job_and_parameter_substitution(
     write_jenkins_pipeline(
         pipelines_dir,
         job="team/app/deploy",
-        parameters='{TAG: "v${version}-${env}", NOTE: "$(rm -rf /) ${nope} `x`"}',
+        parameters='{TAG: "v${version}-${env}", NOTE: "$(rm -rf /) $version `x`"}',
     )
     async with serving(jenkins_settings(sqlite_url, pipelines_dir, fake)) as server:
         run = await finished(server, await start_run(server, version="3.1", env="prod;ls"))
@@ -85,7 +85,7 @@ async def test_folder_job_and_parameter_substitution(
     assert run.status == RunStatus.SUCCESS
     assert fake.build("team/app/deploy", 1).params == {
         "TAG": "v3.1-prod;ls",
-        "NOTE": "$(rm -rf /) ${nope} `x`",
+        "NOTE": "$(rm -rf /) $version `x`",
     }
     assert step.external_url == f"{fake.url}job/team/job/app/job/deploy/1/"
 

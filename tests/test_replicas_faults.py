@@ -212,7 +212,7 @@ async def test_postgres_stopped_mid_run_keeps_the_step_outcome_and_the_run_finis
         pgid = int(str(await group.until(pid, what="the step's pid")))
         await group.db.close()
         try:
-            await asyncio.to_thread(own_pg.stop_keeping_data)
+            await asyncio.to_thread(own_pg.halt)
             down_at = time.monotonic()
             replies = await statuses_during_outage(group, run_id)
             assert [status for status, _ in replies] == [503] * len(replies), replies
@@ -231,7 +231,7 @@ async def test_postgres_stopped_mid_run_keeps_the_step_outcome_and_the_run_finis
             await asyncio.sleep(max(0.0, down_at + 2 * LEASE_SECONDS + 1 - time.monotonic()))
             assert [s for s, _ in await statuses_during_outage(group, run_id)] == [503] * 6
         finally:
-            await asyncio.to_thread(own_pg.start_again)
+            await asyncio.to_thread(own_pg.resume)
         run = await group.finished(run_id, timeout=40)
         assert run["status"] == "success", (run["status"], run["reason"], group.logs())
         step = await group.db.step(run_id, "work")

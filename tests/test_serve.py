@@ -59,6 +59,12 @@ async def test_serve_on_defaults_answers_healthz_and_stops_cleanly(tmp_path: Pat
     slack_lines = [line for line in text.splitlines() if "Slack is off" in line]
     assert len(slack_lines) == 1
     assert "SLACK_BOT_TOKEN" in slack_lines[0] and "SLACK_SIGNING_SECRET" in slack_lines[0]
+    folder_lines = [line for line in text.splitlines() if "pipelines folder" in line]
+    assert len(folder_lines) == 1, text
+    assert f"pipelines folder pipelines (that is {tmp_path / 'pipelines'}) does not exist" in (
+        folder_lines[0]
+    )
+    assert "ANSFLOW_PIPELINES_DIR" in folder_lines[0]
     assert (tmp_path / "ansflow.db").exists()
 
 

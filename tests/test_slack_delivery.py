@@ -56,6 +56,7 @@ async def delivered(slack: SlackHarness, runs: int, channels: list[str]) -> None
 
     await eventually(pending, ready=lambda n: n == 0, timeout=30, interval=0.1)
     assert await OutboxMessage.filter(state="dead").count() == 0
+    seen = 0
     for channel in channels:
         messages = slack.fake.messages(channel)
         roots = Counter(run_of(m) for m in messages if not m.is_reply)
@@ -63,6 +64,8 @@ async def delivered(slack: SlackHarness, runs: int, channels: list[str]) -> None
         assert all(n == 1 for n in roots.values()), roots
         assert all(n == 1 for n in ends.values()), ends
         assert set(roots) == set(ends)
+        seen += len(roots)
+    assert seen == runs  # each run's root once, in one of the channels
     assert all(n == 1 for n in posted_rows(slack.fake).values())
     sent = await OutboxMessage.filter(state="sent", kind__in=["root_post", "reply"]).count()
     assert sent == len(posted_rows(slack.fake))
@@ -119,7 +122,8 @@ async def test_rows_left_by_a_stopped_server_are_sent_once_by_the_next(
     async with slack_server(database_url, pipelines_dir, fake) as second:
         await delivered(second, 2, CHANNELS[:1])
         for run in await Run.all():
-            assert run.thread_ts is not None
+            root = second.root_of(run.id, CHANNELS[0])
+            assert root is not None and run.thread_ts == root.ts
 
 
 async def test_a_post_in_flight_when_the_server_stopped_is_found_not_doubled(

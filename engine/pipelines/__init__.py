@@ -1,6 +1,7 @@
 """Pipeline files: the format, loading a folder of them, and resolving parameters."""
 
 from engine.pipelines.loader import Catalog, FileProblem, load_catalog, parse_pipeline
+from engine.pipelines.references import undeclared_references
 from engine.pipelines.schema import (
     ApprovalSpec,
     JenkinsSpec,
@@ -26,4 +27,5 @@ __all__ = [
     "json_schema",
     "load_catalog",
     "parse_pipeline",
+    "undeclared_references",
 ]

@@ -9,6 +9,13 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from engine.pipelines.messages import describe, missing_folder, split_place
+from engine.pipelines.references import (
+    declared_parameters,
+    reference_message,
+    reference_sites,
+    undeclared_references,
+)
 from engine.pipelines.schema import Pipeline
 
 
@@ -35,16 +42,22 @@ class Catalog:
         return self.pipelines.get(name)
 
 
-def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
-    """The 1-based line of the YAML node at ``loc``, or of its closest ancestor."""
+def _line_of(
+    node: yaml.Node | None, loc: tuple[int | str, ...], key_line: bool = False
+) -> int | None:
+    """The 1-based line of the YAML node at ``loc``, or of its closest ancestor.
+
+    With ``key_line``, the line of the last key itself rather than of its value.
+    """
     line = node.start_mark.line + 1 if node is not None else None
-    for part in loc:
+    for index, part in enumerate(loc):
         if isinstance(node, yaml.MappingNode):
-            match = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
-            if match is None:
-                key = next((k for k, _ in node.value if getattr(k, "value", None) == part), None)
-                return key.start_mark.line + 1 if key is not None else line
-            node = match
+            pair = next((kv for kv in node.value if getattr(kv[0], "value", None) == part), None)
+            if pair is None:
+                return line
+            if key_line and index == len(loc) - 1:
+                return int(pair[0].start_mark.line) + 1
+            node = pair[1]
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
             if part >= len(node.value):
                 return line
@@ -55,65 +68,120 @@ def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
     return line
 
 
-def _describe(error: dict[str, Any]) -> tuple[tuple[int | str, ...], str]:
-    # Drop pydantic's discriminator tags ('run', 'approval', ...) from the location.
-    raw = tuple(error["loc"])
-    loc = tuple(
-        p for i, p in enumerate(raw) if not (p in _TAGS and i > 0 and isinstance(raw[i - 1], int))
-    )
-    path = ".".join(str(p) for p in loc)
-    message = str(error["msg"]).removeprefix("Value error, ")
-    return loc, f"{path}: {message}" if path else message
+def _duplicate_keys(node: yaml.Node | None) -> list[tuple[int, str]]:
+    """(line, message) for each key written twice in one mapping (YAML keeps the last)."""
+    found: list[tuple[int, str]] = []
+    stack = [node] if node is not None else []
+    while stack:
+        current = stack.pop()
+        if isinstance(current, yaml.MappingNode):
+            seen: dict[str, int] = {}
+            for key, value in current.value:
+                text = getattr(key, "value", None)
+                line = key.start_mark.line + 1
+                if isinstance(text, str) and text in seen:
+                    found.append(
+                        (
+                            line,
+                            f"key `{text}` is written twice (also on line {seen[text]}); keep one",
+                        )
+                    )
+                elif isinstance(text, str):
+                    seen[text] = line
+                stack.append(value)
+        elif isinstance(current, yaml.SequenceNode):
+            stack.extend(current.value)
+    return sorted(found)
 
 
-_TAGS = {"run", "approval", "jenkins", "parallel"}
+def _yaml_problem(exc: yaml.YAMLError, path: Path) -> FileProblem:
+    mark = getattr(exc, "problem_mark", None)
+    line = mark.line + 1 if mark is not None else None
+    problem = getattr(exc, "problem", None) or str(exc)
+    if "'\\t'" in problem:
+        problem += " (indent with spaces, not tabs)"
+    return FileProblem(path, line, f"YAML syntax error: {problem}")
 
 
-def parse_pipeline(text: str, path: Path) -> tuple[Pipeline | None, list[FileProblem]]:
+def _reference_problems(data: Any, node: yaml.Node | None, path: Path) -> list[FileProblem]:
+    declared = declared_parameters(data)
+    problems = []
+    for loc, what, text in reference_sites(data):
+        for name in undeclared_references(text, declared):
+            place, _ = split_place(loc, data)
+            message = reference_message(what, name, declared)
+            text = f"{place}: {message}" if place else message
+            problems.append(FileProblem(path, _line_of(node, loc), text))
+    return problems
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    pipeline: Pipeline | None
+    problems: list[FileProblem]
+    name: str | None = None  # the name the file declares, even when it is invalid
+    name_line: int | None = None
+
+
+def _parse(text: str, path: Path) -> _Parsed:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc)
-        return None, [FileProblem(path, line, f"YAML syntax error: {problem}")]
+        return _Parsed(None, [_yaml_problem(exc, path)])
     if not isinstance(data, dict):
-        return None, [
-            FileProblem(path, 1, "a pipeline file holds one mapping (name:, steps:, ...)")
-        ]
+        message = "a pipeline file holds one mapping (name:, steps:, ...)"
+        return _Parsed(None, [FileProblem(path, 1, message)])
+    name = data.get("name") if isinstance(data.get("name"), str) else None
+    name_line = _line_of(node, ("name",))
+    problems = [FileProblem(path, line, message) for line, message in _duplicate_keys(node)]
+    pipeline: Pipeline | None = None
     try:
-        return Pipeline.model_validate(data), []
+        pipeline = Pipeline.model_validate(data)
     except ValidationError as exc:
-        problems = []
         for error in exc.errors():
-            loc, message = _describe(dict(error))
-            problems.append(FileProblem(path, _line_of(node, loc), message))
-        return None, problems
+            loc, message = describe(dict(error), data)
+            line = _line_of(node, loc, key_line=error["type"] == "extra_forbidden")
+            problems.append(FileProblem(path, line, message))
+    problems.extend(_reference_problems(data, node, path))
+    problems.sort(key=lambda p: p.line or 0)
+    return _Parsed(None if problems else pipeline, problems, name, name_line)
+
+
+def parse_pipeline(text: str, path: Path) -> tuple[Pipeline | None, list[FileProblem]]:
+    """The pipeline in ``text``, or None and every problem found (each with its line)."""
+    parsed = _parse(text, path)
+    return parsed.pipeline, parsed.problems
 
 
 def load_catalog(folder: Path) -> Catalog:
     catalog = Catalog()
     if not folder.is_dir():
-        catalog.problems.append(FileProblem(folder, None, "pipelines folder does not exist"))
+        catalog.problems.append(FileProblem(folder, None, missing_folder(folder)))
         return catalog
     files = sorted([*folder.glob("*.yml"), *folder.glob("*.yaml")])
+    # The first file (in name order) that declares a name owns it, valid or not.
+    owners: dict[str, Path] = {}
     for path in files:
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             catalog.problems.append(FileProblem(path, None, f"cannot read: {exc}"))
             continue
-        pipeline, problems = parse_pipeline(text, path)
-        catalog.problems.extend(problems)
-        if pipeline is None:
+        parsed = _parse(text, path)
+        catalog.problems.extend(parsed.problems)
+        if parsed.name is None:
             continue
-        if pipeline.name in catalog.pipelines:
-            first = catalog.sources[pipeline.name]
-            catalog.problems.append(
-                FileProblem(path, 1, f"duplicate pipeline name {pipeline.name!r} (also in {first})")
+        if parsed.name in owners:
+            first = owners[parsed.name]
+            message = (
+                f"duplicate pipeline name `{parsed.name}`: {first} already uses it; "
+                "each pipeline needs a name of its own"
             )
+            catalog.problems.append(FileProblem(path, parsed.name_line, message))
             continue
-        catalog.pipelines[pipeline.name] = pipeline
-        catalog.sources[pipeline.name] = path
+        owners[parsed.name] = path
+        if parsed.pipeline is not None:
+            catalog.pipelines[parsed.name] = parsed.pipeline
+            catalog.sources[parsed.name] = path
     return catalog

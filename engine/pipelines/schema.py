@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Annotated, Any, Literal
 
@@ -17,6 +18,9 @@ SLACK_ID = r"^[A-Z0-9][A-Z0-9_]*$"
 RESERVED_ENV = frozenset({"PATH", "HOME", "LANG", "LC_ALL", "SHELL", "IFS", "ENV", "BASH_ENV"})
 RESERVED_PREFIXES = ("ANSFLOW_", "LD_")
 
+_NOT_IDENTIFIER = "is not valid: use letters, digits and '_', not starting with a digit"
+_RESERVED = "is reserved (the step's environment sets it); pick another name"
+
 StepName = Annotated[str, Field(min_length=1, max_length=80)]
 Timeout = Annotated[float, Field(gt=0, le=7 * 24 * 3600, description="seconds")]
 
@@ -28,9 +32,9 @@ class _Strict(BaseModel):
 def _check_env_names(env: dict[str, str]) -> dict[str, str]:
     for key in env:
         if not re.match(IDENTIFIER, key):
-            raise ValueError(f"env name {key!r} is not an identifier")
+            raise ValueError(f"env name `{key}` {_NOT_IDENTIFIER}")
         if key in RESERVED_ENV or key.startswith(RESERVED_PREFIXES):
-            raise ValueError(f"env name {key!r} is reserved")
+            raise ValueError(f"env name `{key}` {_RESERVED}")
     return env
 
 
@@ -71,9 +75,12 @@ class Parameter(_Strict):
     def _default_is_valid(self) -> Parameter:
         if self.default is not None:
             if self.choices is not None and self.default not in self.choices:
-                raise ValueError(f"default {self.default!r} is not one of the choices")
+                choices = ", ".join(self.choices)
+                raise ValueError(f"default {self.default!r} is not one of the choices: {choices}")
             if self.pattern is not None and not re.fullmatch(self.pattern, self.default):
-                raise ValueError(f"default {self.default!r} does not match the pattern")
+                raise ValueError(
+                    f"default {self.default!r} does not match the pattern {self.pattern}"
+                )
         return self
 
 
@@ -99,8 +106,10 @@ class ApprovalConfig(_Strict):
     @model_validator(mode="after")
     def _enough_approvers(self) -> ApprovalConfig:
         if self.required > len(set(self.approvers)):
+            listed = len(set(self.approvers))
             raise ValueError(
-                f"required is {self.required} but only {len(set(self.approvers))} approvers listed"
+                f"required is {self.required} but only {listed} approver"
+                f"{' is' if listed == 1 else 's are'} listed; list more or lower required"
             )
         return self
 
@@ -143,7 +152,13 @@ def _tag_kind(value: Any) -> Any:
     if len(present) > 1:
         raise ValueError(f"a step has exactly one kind, this one has {' and '.join(present)}")
     if not present:
-        raise ValueError("a step needs one of: run, parallel, approval, jenkins")
+        guesses = [
+            f"`{kind}` instead of `{key}`"
+            for key in value
+            for kind in difflib.get_close_matches(str(key), _KINDS, n=1, cutoff=0.6)
+        ]
+        hint = f"; did you mean {guesses[0]}?" if guesses else ""
+        raise ValueError(f"a step needs one of: run, parallel, approval, jenkins{hint}")
     tagged = dict(value)
     tagged["kind"] = present[0]
     return tagged
@@ -194,9 +209,9 @@ class Pipeline(_Strict):
     def _parameter_names(cls, value: dict[str, Parameter]) -> dict[str, Parameter]:
         for key in value:
             if not re.match(IDENTIFIER, key):
-                raise ValueError(f"parameter name {key!r} is not an identifier")
+                raise ValueError(f"parameter name `{key}` {_NOT_IDENTIFIER}")
             if key in RESERVED_ENV or key.startswith(RESERVED_PREFIXES):
-                raise ValueError(f"parameter name {key!r} is reserved")
+                raise ValueError(f"parameter name `{key}` {_RESERVED}")
         return value
 
     @field_validator("steps")
@@ -207,7 +222,9 @@ class Pipeline(_Strict):
             leaves = stage.parallel if isinstance(stage, ParallelSpec) else [stage]
             for leaf in leaves:
                 if leaf.name in seen:
-                    raise ValueError(f"two steps are named {leaf.name!r}; step names are unique")
+                    raise ValueError(
+                        f"two steps are named {leaf.name!r}; each step needs a name of its own"
+                    )
                 seen.add(leaf.name)
         return steps
 
