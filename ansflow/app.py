@@ -25,9 +25,17 @@ CORE: web.AppKey[Core] = web.AppKey("core", Core)
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """200 while the database answers; else 503 with the API's JSON error and Retry-After."""
+    """200 while the database answers; else 503 with the API's JSON error and Retry-After.
+
+    A replica stopping (SIGTERM, draining its steps) answers 503 ``draining`` so
+    that balancers send new requests to the others; it still serves what comes.
+    """
+    replica = request.app[CORE].replica
     if await ping():
-        return web.json_response({"status": "ok", "database": True})
+        if replica.draining:
+            body = {"error": "draining", "detail": "this replica is stopping", "status": "draining"}
+            return web.json_response({**body, "database": True}, status=503)
+        return web.json_response({"status": "ok", "database": True, "replica": replica.id})
     body = {
         "error": "database unavailable",
         "detail": "try again shortly",
