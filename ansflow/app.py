@@ -33,8 +33,13 @@ async def healthz(request: web.Request) -> web.Response:
     replica = request.app[CORE].replica
     if await ping():
         if replica.draining:
-            body = {"error": "draining", "detail": "this replica is stopping", "status": "draining"}
-            return web.json_response({**body, "database": True}, status=503)
+            body: dict[str, object] = {
+                "error": "draining",
+                "detail": "this replica is stopping",
+                "status": "draining",
+                "database": True,
+            }
+            return web.json_response(body, status=503)
         return web.json_response({"status": "ok", "database": True, "replica": replica.id})
     body = {
         "error": "database unavailable",
