@@ -9,6 +9,7 @@ from engine.state import RunStatus, StepStatus
 
 RUN_EMOJI: dict[RunStatus, str] = {
     RunStatus.PENDING: ":hourglass_flowing_sand:",
+    RunStatus.QUEUED: ":double_vertical_bar:",
     RunStatus.RUNNING: ":arrows_counterclockwise:",
     RunStatus.WAITING_APPROVAL: ":raised_hand:",
     RunStatus.SUCCESS: ":white_check_mark:",
@@ -18,6 +19,7 @@ RUN_EMOJI: dict[RunStatus, str] = {
 
 RUN_WORD: dict[RunStatus, str] = {
     RunStatus.PENDING: "queued",
+    RunStatus.QUEUED: "queued",
     RunStatus.RUNNING: "running",
     RunStatus.WAITING_APPROVAL: "waiting for approval",
     RunStatus.SUCCESS: "succeeded",
@@ -87,12 +89,22 @@ def run_fallback(pipeline: str, run_id: int, status: RunStatus) -> str:
 
 
 def started_by(user_id: str, source: str) -> str:
-    via = {"slack": "", "api": " via the API", "cli": " from the terminal"}.get(source, "")
+    via = {
+        "slack": "",
+        "api": " via the API",
+        "cli": " from the terminal",
+        "schedule": " on its timetable",
+        "webhook": " by a webhook delivery",
+    }.get(source, "")
     return f"Started by {user(user_id)}{via}"
 
 
 def elapsed(seconds: float | None, finished: bool) -> str:
     return f"{'Took' if finished else 'Elapsed'} {duration(seconds)}"
+
+
+def queued_behind(run_id: int) -> str:
+    return f":double_vertical_bar: Queued behind #{run_id}: starts once its group is free."
 
 
 def cancelling(by: str) -> str:
