@@ -44,6 +44,10 @@ class Settings(BaseSettings):
         None, validation_alias=_env("ANSFLOW_JENKINS_HOOK_SECRET")
     )
     admins_raw: str = Field("", validation_alias=_env("ANSFLOW_ADMINS"))
+    # ---- schedules (issue 12) ----
+    schedule_grace: float = Field(
+        300.0, ge=0, le=366 * 86400, validation_alias=_env("ANSFLOW_SCHEDULE_GRACE")
+    )
 
     @field_validator("database_url")
     @classmethod

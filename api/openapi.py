@@ -100,6 +100,8 @@ _EXECUTION = {
         "duration": _nullable("number", description="seconds"),
         "steps": {"type": "array", "items": _ref("Step")},
         "approvals": {"type": "array", "items": _ref("ApprovalDecision")},
+        "concurrency_group": _nullable("string"),
+        "queued_behind": _nullable("integer", description="while queued: the run ahead of it"),
     },
 }
 
@@ -152,6 +154,9 @@ _SCHEMAS: Json = {
             "name": {"type": "string"},
             "description": _nullable("string"),
             "channel": _nullable("string"),
+            "next_fire_at": _nullable(
+                "string", format="date-time", description="next scheduled run"
+            ),
             "parameters": {
                 "type": "array",
                 "items": {
@@ -317,6 +322,35 @@ PATHS: Json = {
             "summary": "WebSocket: one run until it ends",
             "parameters": [_ID],
             "responses": {**_WS, **_errors(403, 404)},
+        }
+    },
+    "/hooks/pipelines/{name}": {
+        "post": {
+            "summary": "Webhook (signed as GitHub signs): start a run of a pipeline "
+            "that declares triggers.webhook",
+            "security": [],
+            "parameters": [
+                {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
+                {
+                    "name": "X-Hub-Signature-256",
+                    "in": "header",
+                    "description": "sha256=<hex HMAC-SHA256 of the raw body>",
+                    "schema": {"type": "string"},
+                },
+                {"name": "X-GitHub-Event", "in": "header", "schema": {"type": "string"}},
+                {"name": "X-GitHub-Delivery", "in": "header", "schema": {"type": "string"}},
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            },
+            "responses": {
+                "201": _json(_ref("Execution"), "the new execution"),
+                "200": _json(
+                    {"type": "object"}, "a ping, or a delivery seen before: its execution"
+                ),
+                **_errors(400, 404, 409, 413),
+            },
         }
     },
     PATH: {

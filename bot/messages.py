@@ -5,6 +5,8 @@ Small pure functions; ``bot/views.py`` arranges them into Block Kit.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from engine.state import RunStatus, StepStatus
 
 RUN_EMOJI: dict[RunStatus, str] = {
@@ -101,6 +103,13 @@ def started_by(user_id: str, source: str) -> str:
 
 def elapsed(seconds: float | None, finished: bool) -> str:
     return f"{'Took' if finished else 'Elapsed'} {duration(seconds)}"
+
+
+def next_fire(at: datetime) -> str:
+    """When a pipeline's schedule fires next, in the reader's own timezone (UTC as fallback)."""
+    fallback = at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    shown = f"<!date^{int(at.timestamp())}^{{date_short_pretty}} {{time_secs}}|{fallback}>"
+    return f":alarm_clock: Next scheduled run: {shown}"
 
 
 def queued_behind(run_id: int) -> str:

@@ -75,7 +75,7 @@ def routes_of(app: web.Application) -> list[tuple[str, str]]:
     found = set()
     for route in app.router.routes():
         path = route.resource.canonical if route.resource is not None else ""
-        if path.startswith("/api/v1") and route.method != "HEAD":
+        if path.startswith(("/api/v1", "/hooks/pipelines")) and route.method != "HEAD":
             found.add((route.method.lower(), path))
     return sorted(found)
 
