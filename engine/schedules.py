@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from engine.pipelines import Pipeline
-from engine.pipelines.triggers import ScheduleSpec, every_seconds, zone
+from engine.pipelines.triggers import ScheduleSpec, cron_trigger, every_seconds, zone
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_STEPS = 10_000
@@ -45,7 +44,7 @@ def schedule_key(spec: ScheduleSpec) -> str:
 
 def trigger_of(spec: ScheduleSpec) -> BaseTrigger:
     if spec.cron is not None:
-        return CronTrigger.from_crontab(spec.cron, timezone=zone(spec.timezone))
+        return cron_trigger(spec.cron, spec.timezone)
     assert spec.every is not None
     return IntervalTrigger(seconds=every_seconds(spec.every), start_date=EPOCH, timezone=UTC)
 

@@ -54,6 +54,61 @@ def zone(name: str) -> ZoneInfo:
         ) from None
 
 
+_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def _weekday_numbers(part: str) -> list[int] | None:
+    """One comma part of a numeric cron weekday field (0 or 7 = Sunday), or None."""
+    body, _, step_text = part.partition("/")
+    step = int(step_text) if step_text.isdigit() else 1
+    if step_text and not step_text.isdigit():
+        return None
+    if body == "*":
+        low, high = 0, 6
+    else:
+        bounds = body.split("-")
+        if len(bounds) > 2 or not all(b.isdigit() for b in bounds):
+            return None
+        low, high = int(bounds[0]), int(bounds[-1])
+        if not step_text and len(bounds) == 1:
+            high = low
+        elif step_text and len(bounds) == 1:
+            high = 7
+    if not (0 <= low <= 7 and 0 <= high <= 7 and low <= high and step >= 1):
+        raise ValueError(f"weekday {part!r} is out of range: use 0-7 (0 and 7 are Sunday)")
+    return list(range(low, high + 1, step))
+
+
+def crontab_weekdays(field: str) -> str:
+    """The weekday field as APScheduler reads it.
+
+    Cron counts weekdays from Sunday = 0 (7 is Sunday too); APScheduler 3
+    counts from Monday = 0. Numbers become day names; names and ``*`` stay.
+    """
+    if field == "*":
+        return field
+    names: list[str] = []
+    for part in field.split(","):
+        numbers = _weekday_numbers(part)
+        if numbers is None:
+            names.append(part)
+            continue
+        names.extend(_WEEKDAYS[n % 7] for n in numbers)
+    return ",".join(dict.fromkeys(names))
+
+
+def cron_trigger(cron: str, timezone: str) -> CronTrigger:
+    minute, hour, day, month, weekday = cron.split()
+    return CronTrigger(
+        minute=minute,
+        hour=hour,
+        day=day,
+        month=month,
+        day_of_week=crontab_weekdays(weekday),
+        timezone=zone(timezone),
+    )
+
+
 class ScheduleSpec(_Strict):
     cron: str | None = Field(None, description="5-field cron: minute hour day month weekday")
     every: str | None = Field(None, description="a fixed interval: 30s, 5m, 2h")
@@ -104,7 +159,7 @@ class ScheduleSpec(_Strict):
                     "write 5: minute hour day-of-month month day-of-week"
                 )
             try:
-                trigger = CronTrigger.from_crontab(self.cron, timezone=zone(self.timezone))
+                trigger = cron_trigger(self.cron, self.timezone)
             except ValueError as exc:
                 raise ValueError(f"cron {self.cron!r} is not valid: {exc}") from None
             if _never_fires(self.cron):
