@@ -31,21 +31,37 @@ CRON_TABLE = [
     # 03:00 in Berlin is 02:00 UTC in winter, 01:00 UTC in summer.
     ("0 3 * * *", "Europe/Berlin", "2026-01-10 00:00", ["2026-01-10 02:00", "2026-01-11 02:00"]),
     ("0 3 * * *", "Europe/Berlin", "2026-07-10 00:00", ["2026-07-10 01:00", "2026-07-11 01:00"]),
-    ("30 9 * * *", "America/New_York", "2026-03-07 00:00",
-     ["2026-03-07 14:30", "2026-03-08 13:30", "2026-03-09 13:30"]),
+    (
+        "30 9 * * *",
+        "America/New_York",
+        "2026-03-07 00:00",
+        ["2026-03-07 14:30", "2026-03-08 13:30", "2026-03-09 13:30"],
+    ),
     ("0 0 1 * *", "Asia/Tokyo", "2026-01-15 00:00", ["2026-01-31 15:00", "2026-02-28 15:00"]),
     ("*/15 * * * *", "Asia/Kolkata", "2026-05-01 10:01", ["2026-05-01 10:15", "2026-05-01 10:30"]),
     # Spring forward in Berlin (29 March 2026, 02:00 -> 03:00): 02:30 does not exist that
     # night; the fire comes at the first valid time after it (03:30 local).
-    ("30 2 * * *", "Europe/Berlin", "2026-03-28 00:00",
-     ["2026-03-28 01:30", "2026-03-29 01:30", "2026-03-30 00:30"]),
+    (
+        "30 2 * * *",
+        "Europe/Berlin",
+        "2026-03-28 00:00",
+        ["2026-03-28 01:30", "2026-03-29 01:30", "2026-03-30 00:30"],
+    ),
     # Fall back (25 October 2026, 03:00 -> 02:00): 02:30 happens twice; a job at a fixed
     # hour runs once, at the first of the two.
-    ("30 2 * * *", "Europe/Berlin", "2026-10-24 00:00",
-     ["2026-10-24 00:30", "2026-10-25 00:30", "2026-10-26 01:30"]),
+    (
+        "30 2 * * *",
+        "Europe/Berlin",
+        "2026-10-24 00:00",
+        ["2026-10-24 00:30", "2026-10-25 00:30", "2026-10-26 01:30"],
+    ),
     # ...while a job on every hour keeps its pace in real time through the repeated hour.
-    ("0 * * * *", "Europe/Berlin", "2026-10-24 23:30",
-     ["2026-10-25 00:00", "2026-10-25 01:00", "2026-10-25 02:00"]),
+    (
+        "0 * * * *",
+        "Europe/Berlin",
+        "2026-10-24 23:30",
+        ["2026-10-25 00:00", "2026-10-25 01:00", "2026-10-25 02:00"],
+    ),
 ]
 
 
@@ -65,7 +81,9 @@ def test_cron_next_fires(cron: str, tz: str, start: str, expected: list[str]) ->
         ("1s", "2026-01-01 00:00:00.5", ["2026-01-01 00:00:01", "2026-01-01 00:00:02"]),
     ],
 )
-def test_every_fires_on_multiples_of_the_interval(every: str, start: str, expected: list[str]) -> None:
+def test_every_fires_on_multiples_of_the_interval(
+    every: str, start: str, expected: list[str]
+) -> None:
     spec = ScheduleSpec(every=every)
     moment = utc(start)
     got = []
@@ -131,7 +149,9 @@ def test_next_fire_is_never_the_moment_itself_for_cron() -> None:
         ("0 3 * * mon-fri", "2026-12-05 12:00", ["Mon", "Tue", "Wed", "Thu", "Fri", "Mon"]),
     ],
 )
-def test_cron_weekdays_count_from_sunday(cron: str, start: str, expected_weekdays: list[str]) -> None:
+def test_cron_weekdays_count_from_sunday(
+    cron: str, start: str, expected_weekdays: list[str]
+) -> None:
     spec = ScheduleSpec(cron=cron)
     moment = utc(start)
     days = []

@@ -24,7 +24,9 @@ def problems(extra: str) -> list[str]:
 
 
 def test_the_documented_example_loads() -> None:
-    text = BASE + """\
+    text = (
+        BASE
+        + """\
 schedule:
   - cron: "0 3 * * 1-5"
     timezone: Europe/Berlin
@@ -38,6 +40,7 @@ concurrency:
   group: "deploy-${env}"
   mode: queue
 """
+    )
     pipeline, found = parse_pipeline(text, Path("deploy.yml"))
     assert found == [] and pipeline is not None
     assert pipeline.schedule is not None and len(pipeline.schedule) == 2
