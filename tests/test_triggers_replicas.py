@@ -13,6 +13,7 @@ live in ``bench/``.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import statistics
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -241,7 +242,7 @@ async def test_a_group_runs_one_at_a_time_in_order_across_replicas(
         assert [r.status for r in ran] == ["success"] * 5
         assert runs[4].status == "cancelled" and runs[4].started_at == runs[4].finished_at
         handoffs = []
-        for before, after in zip(ran, ran[1:], strict=False):
+        for before, after in itertools.pairwise(ran):
             assert before.finished_at is not None and after.started_at is not None
             assert after.started_at >= before.finished_at, (before.id, after.id)
             handoffs.append((after.started_at - before.finished_at).total_seconds())
