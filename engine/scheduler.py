@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 SCHEDULE_ACTOR = Actor(user_id="schedule", trusted=True)
 JOB_PREFIX = "schedule:"
+# A fire this late on a live replica means it was stalled: it is skipped.
+MIN_STALL_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -136,12 +138,16 @@ class Schedules:
             return
         # The next fire is armed first: a slow start never delays it.
         moment = now()
-        after = fire_at
-        if moment - fire_at > timedelta(seconds=self.grace):
-            after = moment  # this process stalled past the grace: do not replay every fire
-        self._arm(job_id, armed, after)
-        if moment - fire_at > timedelta(seconds=self.grace):
-            log.warning("pipeline %s: fire at %s skipped, too late", armed.pipeline, fire_at)
+        stalled = moment - fire_at > timedelta(seconds=max(self.grace, MIN_STALL_SECONDS))
+        # A process that stalled (a suspended VM) does not replay every fire it slept through.
+        self._arm(job_id, armed, moment if stalled else fire_at)
+        if stalled:
+            log.warning(
+                "pipeline %s: scheduled run at %s skipped: this replica was stalled until %s",
+                armed.pipeline,
+                fire_at.isoformat(),
+                moment.isoformat(),
+            )
             return
         try:
             await self.fire_once(armed, fire_at)

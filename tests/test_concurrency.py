@@ -8,8 +8,9 @@ from pathlib import Path
 from engine.runner import RunRequest
 from engine.state import RunStatus
 from storage.models import ConcurrencyGroup, Run
+from storage.runs import now
 from tests.engine_harness import CLI, engine_on
-from tests.helpers import eventually, write_pipeline
+from tests.helpers import eventually, make_settings, serving, write_pipeline
 
 GATED = """\
 name: deploy
@@ -122,3 +123,36 @@ async def test_cancel_previous_cancels_older_runs_of_the_group(
         await eventually(lambda: status_of(newest.id), lambda s: s == "running", timeout=10)
         (tmp_path / "b").touch()
         assert (await engine.wait_finished(newest.id, timeout=30)).status == RunStatus.SUCCESS
+
+
+HELD = """\
+name: held
+concurrency:
+  group: held
+steps:
+  - name: sign-off
+    approval: {approvers: [U111]}
+  - name: after
+    run: echo after
+"""
+
+
+async def test_the_sweep_moves_on_a_group_whose_holder_ended_without_freeing_it(
+    database_url: str, pipelines_dir: Path
+) -> None:
+    write_pipeline(pipelines_dir, "held", HELD)
+    settings = make_settings(database_url, pipelines_dir)
+    async with serving(settings) as server:
+        engine = server.core.engine
+        holder = await engine.start_run(RunRequest("held", {}, CLI))
+        waiting = await engine.start_run(RunRequest("held", {}, CLI))
+        assert holder.status == RunStatus.WAITING_APPROVAL
+        assert waiting.status == RunStatus.QUEUED
+        # The holder ended on a replica that died before it freed the group.
+        await Run.filter(id=holder.id).update(status="failed", finished_at=now())
+        assert (await ConcurrencyGroup.get(name="held")).holder_run_id == holder.id
+        moved = await eventually(
+            lambda: status_of(waiting.id), lambda s: s == "waiting_approval", timeout=15
+        )
+        assert moved == "waiting_approval"
+        assert (await ConcurrencyGroup.get(name="held")).holder_run_id == waiting.id
