@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -41,6 +42,7 @@ WEBHOOK_ACTOR = Actor(user_id="webhook", trusted=True)
 DELIVERY_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # A redelivery racing the first one waits this long for its run id.
 PENDING_WAIT = 5.0
+STALE_CLAIM_SECONDS = 60.0
 
 
 def _not_found(name: str) -> ApiError:
@@ -94,6 +96,14 @@ def parameters_from(body: Any, spec: WebhookSpec) -> dict[str, str]:
     return values
 
 
+async def _claim(name: str, delivery: str) -> bool:
+    if await claims.claim_delivery(name, delivery):
+        return True
+    # A claim whose run never came (the process died in between) is taken over.
+    stale = datetime.now(UTC) - timedelta(seconds=STALE_CLAIM_SECONDS)
+    return await claims.reclaim_stale_delivery(name, delivery, stale)
+
+
 async def _same_run(request: web.Request, name: str, delivery: str) -> web.Response:
     """The answer to a delivery seen before: its run, once its first request created it."""
     engine = core_of(request).engine
@@ -144,7 +154,7 @@ async def _handle(request: web.Request) -> web.Response:
     delivery = request.headers.get("X-GitHub-Delivery", "").strip()
     if delivery and not DELIVERY_ID.match(delivery):
         raise ApiError(400, "X-GitHub-Delivery must be 1-128 letters, digits or . _ : -")
-    if delivery and not await claims.claim_delivery(pipeline.name, delivery):
+    if delivery and not await _claim(pipeline.name, delivery):
         return await _same_run(request, pipeline.name, delivery)
     try:
         parameters = parameters_from(body, spec)

@@ -64,6 +64,14 @@ async def claim_delivery(pipeline: str, delivery_id: str) -> bool:
     return True
 
 
+async def reclaim_stale_delivery(pipeline: str, delivery_id: str, before: datetime) -> bool:
+    """Take over a delivery claimed before ``before`` that never got its run (a crash)."""
+    count = await WebhookDelivery.filter(
+        pipeline=pipeline, delivery_id=delivery_id, run_id__isnull=True, created_at__lt=before
+    ).delete()
+    return bool(count) and await claim_delivery(pipeline, delivery_id)
+
+
 async def delivery_run(pipeline: str, delivery_id: str) -> tuple[bool, int | None]:
     """(seen, run id) of a delivery; the run id is None while its run is being created."""
     row = await WebhookDelivery.filter(pipeline=pipeline, delivery_id=delivery_id).first()

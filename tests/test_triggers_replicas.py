@@ -22,7 +22,7 @@ import pytest
 
 from storage.models import Run, ScheduleFire
 from tests.api_support import ADMIN, SECRET, bearer
-from tests.helpers import eventually, write_pipeline
+from tests.helpers import Json, eventually, write_pipeline
 from tests.test_crash_restart import Served, Servers, database, logs, servers
 
 pytestmark = pytest.mark.postgres
@@ -46,7 +46,7 @@ concurrency:
   group: "deploy-${env}"
 steps:
   - name: work
-    run: sleep 0.4
+    run: sleep 1
 """
 
 
@@ -197,15 +197,15 @@ async def test_kill_9_a_missed_fire_runs_once_within_the_grace_and_is_skipped_pa
         await check_one_run_per_fire("tick")
 
 
-async def create_run(group: Servers, served: Served, env: str = "production") -> int:
+async def create_run(group: Servers, served: Served, env: str = "production") -> Json:
     async with group.http.post(
         f"{served.url}/api/v1/cicd/executions/",
         json={"pipeline": "deploy", "parameters": {"env": env}},
         headers=bearer(ADMIN),
     ) as reply:
-        body = await reply.json()
+        body: Json = await reply.json()
         assert reply.status == 201, body
-        return int(body["id"])
+        return body
 
 
 async def runs_of(ids: list[int]) -> list[Run]:
@@ -218,14 +218,15 @@ async def test_a_group_runs_one_at_a_time_in_order_across_replicas(
     write_pipeline(pipelines_dir, "deploy", QUEUED)
     async with servers(tmp_path, env_for(pg_url, pipelines_dir)) as group, database(pg_url):
         replicas = [await group.start(), await group.start()]
-        ids = [await create_run(group, replicas[i % 2]) for i in range(6)]
-        async with group.http.get(
-            f"{replicas[1].url}/api/v1/cicd/executions/{ids[2]}/", headers=bearer(ADMIN)
-        ) as reply:
-            shown = await reply.json()
-        if shown["status"] == "queued":
-            assert shown["queued_behind"] == ids[1]
-            assert shown["concurrency_group"] == "deploy-production"
+        created = [await create_run(group, replicas[i % 2]) for i in range(6)]
+        ids = [int(c["id"]) for c in created]
+        # The second run, created on the other replica while the first one runs, waits.
+        assert created[0]["status"] == "running"
+        assert created[1]["status"] == "queued", created[1]
+        assert created[1]["queued_behind"] == ids[0]
+        assert created[1]["concurrency_group"] == "deploy-production"
+        other_group = await create_run(group, replicas[1], env="staging")
+        assert other_group["status"] == "running"
         # A queued run cancelled on the other replica: the queue closes up behind it.
         async with group.http.post(
             f"{replicas[0].url}/api/v1/cicd/executions/{ids[4]}/cancel/", headers=bearer(ADMIN)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -174,3 +175,22 @@ async def test_the_webhook_route_is_in_the_openapi_document(
     async with api_server(database_url, pipelines_dir) as api:
         reply = await api.call("GET", "/api/v1/openapi.json", user=None)
         assert "post" in reply.body["paths"]["/hooks/pipelines/{name}"]
+
+
+async def test_a_delivery_whose_run_never_came_is_taken_over_after_a_minute(
+    database_url: str, pipelines_dir: Path, hook_secret: str
+) -> None:
+    write_pipeline(pipelines_dir, "on-push", ON_PUSH)
+    async with api_server(database_url, pipelines_dir) as api:
+        # A process claimed these deliveries and died before their runs were created.
+        for delivery, age in (("fresh", 5), ("stale", 120)):
+            await WebhookDelivery.create(pipeline="on-push", delivery_id=delivery)
+            await WebhookDelivery.filter(delivery_id=delivery).update(
+                created_at=datetime.now(UTC) - timedelta(seconds=age)
+            )
+        body = json.dumps(PUSH).encode()
+        stale = await post(api, "on-push", body, signed(body, delivery="stale"))
+        assert stale.status == 201, stale.text
+        fresh = await post(api, "on-push", body, signed(body, delivery="fresh"))
+        assert fresh.status == 409 and "send it again later" in fresh.body["detail"]
+        assert await Run.all().count() == 1
