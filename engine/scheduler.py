@@ -86,7 +86,13 @@ class Schedules:
                 await self._catch_up(armed)
             except Exception:
                 log.exception("schedule %s of %s: catching up failed", armed.key, armed.pipeline)
-            self._arm(job_id, armed, now())
+            fire_at = self._arm(job_id, armed, now())
+            log.info(
+                "pipeline %s: schedule %s armed, next run at %s",
+                armed.pipeline,
+                describe(armed.spec),
+                fire_at.isoformat() if fire_at else "never",
+            )
 
     async def _catch_up(self, armed: Armed) -> None:
         moment = now()
@@ -117,10 +123,10 @@ class Schedules:
             )
             await self.fire_once(armed, due.run)
 
-    def _arm(self, job_id: str, armed: Armed, after: datetime) -> None:
+    def _arm(self, job_id: str, armed: Armed, after: datetime) -> datetime | None:
         fire_at = next_fire(armed.spec, after)
         if fire_at is None or self.stopped:
-            return
+            return None
         self.scheduler.add_job(
             self._on_fire,
             trigger=DateTrigger(run_date=fire_at, timezone=UTC),
@@ -131,6 +137,7 @@ class Schedules:
             coalesce=True,
             max_instances=4,
         )
+        return fire_at
 
     async def _on_fire(self, job_id: str, fire_at: datetime) -> None:
         armed = self._armed.get(job_id)
