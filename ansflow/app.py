@@ -52,6 +52,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 def build_app(settings: Settings, *, workdir: Path | None = None) -> web.Application:
     from ansflow.jenkins_setup import setup_jenkins
+    from ansflow.triggers_setup import setup_triggers
     from api.setup import setup_api
     from bot.setup import setup_slack
 
@@ -77,4 +78,5 @@ def build_app(settings: Settings, *, workdir: Path | None = None) -> web.Applica
     setup_api(app, core)
     # Last in, first out: the engine stops before the parts above it.
     app.cleanup_ctx.append(engine)
+    setup_triggers(app, core)  # after recovery: schedules and the concurrency sweep
     return app
