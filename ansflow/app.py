@@ -25,9 +25,22 @@ CORE: web.AppKey[Core] = web.AppKey("core", Core)
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """200 while the database answers; else 503 with the API's JSON error and Retry-After."""
+    """200 while the database answers; else 503 with the API's JSON error and Retry-After.
+
+    A replica stopping (SIGTERM, draining its steps) answers 503 ``draining`` so
+    that balancers send new requests to the others; it still serves what comes.
+    """
+    replica = request.app[CORE].replica
     if await ping():
-        return web.json_response({"status": "ok", "database": True})
+        if replica.draining:
+            body: dict[str, object] = {
+                "error": "draining",
+                "detail": "this replica is stopping",
+                "status": "draining",
+                "database": True,
+            }
+            return web.json_response(body, status=503)
+        return web.json_response({"status": "ok", "database": True, "replica": replica.id})
     body = {
         "error": "database unavailable",
         "detail": "try again shortly",
@@ -39,6 +52,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 def build_app(settings: Settings, *, workdir: Path | None = None) -> web.Application:
     from ansflow.jenkins_setup import setup_jenkins
+    from ansflow.triggers_setup import setup_triggers
     from api.setup import setup_api
     from bot.setup import setup_slack
 
@@ -64,4 +78,5 @@ def build_app(settings: Settings, *, workdir: Path | None = None) -> web.Applica
     setup_api(app, core)
     # Last in, first out: the engine stops before the parts above it.
     app.cleanup_ctx.append(engine)
+    setup_triggers(app, core)  # after recovery: schedules and the concurrency sweep
     return app

@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     drain_seconds: float = Field(
         30.0, ge=0, le=86400, validation_alias=_env("ANSFLOW_DRAIN_SECONDS")
     )
+    # ---- schedules (issue 12) ----
+    schedule_grace: float = Field(
+        300.0, ge=0, le=366 * 86400, validation_alias=_env("ANSFLOW_SCHEDULE_GRACE")
+    )
 
     @field_validator("database_url")
     @classmethod

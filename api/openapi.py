@@ -79,6 +79,8 @@ _EXECUTION = {
         "duration": nullable("number", description="seconds"),
         "steps": {"type": "array", "items": ref("Step")},
         "approvals": {"type": "array", "items": ref("ApprovalDecision")},
+        "concurrency_group": nullable("string"),
+        "queued_behind": nullable("integer", description="while queued: the run ahead of it"),
     },
 }
 
@@ -131,6 +133,9 @@ _SCHEMAS: Json = {
             "name": {"type": "string"},
             "description": nullable("string"),
             "channel": nullable("string"),
+            "next_fire_at": nullable(
+                "string", format="date-time", description="next scheduled run"
+            ),
             "parameters": {
                 "type": "array",
                 "items": {

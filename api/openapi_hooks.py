@@ -71,6 +71,7 @@ HOOKS: Json = {
                     "schema": {"type": "string", "pattern": "^sha256=[0-9a-f]{64}$"},
                 },
                 {"name": "X-GitHub-Delivery", "in": "header", "schema": {"type": "string"}},
+                {"name": "X-GitHub-Event", "in": "header", "schema": {"type": "string"}},
             ],
             "requestBody": {
                 "required": True,
@@ -78,10 +79,14 @@ HOOKS: Json = {
             },
             "responses": {
                 "201": json_body(ref("Execution"), "a new run"),
-                "200": json_body(ref("Execution"), "this delivery was seen before: its run"),
+                "200": json_body(
+                    {"type": "object"},
+                    "a `ping` (no run), or a delivery seen before: its run",
+                ),
                 "400": ERR,
                 "401": ERR,
                 "404": ERR,
+                "409": ERR,
                 "413": ERR,
                 "503": UNAVAILABLE,
             },

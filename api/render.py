@@ -55,6 +55,8 @@ def execution_json(run: RunSnapshot, approvals: list[Json] | None = None) -> Jso
         "started_at": iso(run.started_at),
         "finished_at": iso(run.finished_at),
         "duration": run.duration,
+        "concurrency_group": run.concurrency_group,
+        "queued_behind": run.queued_behind if run.status.value == "queued" else None,
         "steps": [step_json(s) for s in run.steps],
         "approvals": approvals or [],
     }

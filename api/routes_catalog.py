@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from aiohttp import web
 
 from api.auth import actor_of
 from api.common import core_of, json_object, path_id
 from api.errors import ApiError
-from api.render import page_json, pipeline_json, tool_json
+from api.render import iso, page_json, pipeline_json, tool_json
 from engine.permissions import may_run
+from engine.schedules import next_fire_at
 from storage.models import CICDTool
 
 TOOL_STATUSES = ("active", "inactive")
@@ -19,8 +22,12 @@ async def list_pipelines(request: web.Request) -> web.Response:
     engine = core_of(request).engine
     catalog = engine.source.catalog()
     actor = actor_of(request)
+    now = datetime.now(UTC)
     results = [
-        pipeline_json(index, catalog.pipelines[name])
+        {
+            **pipeline_json(index, catalog.pipelines[name]),
+            "next_fire_at": iso(next_fire_at(catalog.pipelines[name], now)),
+        }
         for index, name in enumerate(sorted(catalog.pipelines), start=1)
         if may_run(catalog.pipelines[name], actor, engine.admins)
     ]

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from ansflow.wiring import Core
-from api import routes_approvals, routes_catalog, routes_executions, ws
+from api import hooks_pipelines, routes_approvals, routes_catalog, routes_executions, ws
 from api.auth import auth_middleware
 from api.common import PipelineCache
 from api.errors import error_middleware, remember_prepared
@@ -52,6 +52,7 @@ def setup_api(app: web.Application, core: Core) -> None:
     routes_approvals.add_routes(app)
     routes_catalog.add_routes(app)
     ws.add_routes(app)
+    hooks_pipelines.add_routes(app)
     add_openapi(app)
 
     async def websocket_hub(app: web.Application) -> AsyncIterator[None]:

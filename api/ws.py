@@ -39,12 +39,13 @@ MAX_SNAPSHOT_RUNS = 100
 
 _RANK = {
     RunStatus.PENDING.value: 0,
-    RunStatus.RUNNING.value: 1,
-    RunStatus.WAITING_APPROVAL.value: 1,
-    StepStatus.SKIPPED.value: 2,
-    RunStatus.SUCCESS.value: 2,
-    RunStatus.FAILED.value: 2,
-    RunStatus.CANCELLED.value: 2,
+    RunStatus.QUEUED.value: 1,
+    RunStatus.RUNNING.value: 2,
+    RunStatus.WAITING_APPROVAL.value: 2,
+    StepStatus.SKIPPED.value: 3,
+    RunStatus.SUCCESS.value: 3,
+    RunStatus.FAILED.value: 3,
+    RunStatus.CANCELLED.value: 3,
 }
 
 

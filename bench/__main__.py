@@ -14,6 +14,7 @@ MODULES = [
     "bench.bench_jenkins",
     "bench.bench_api",
     "bench.bench_api_resilience",
+    "bench.bench_triggers",
     "bench.bench_soak",
 ]
 

@@ -5,10 +5,13 @@ Small pure functions; ``bot/views.py`` arranges them into Block Kit.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from engine.state import RunStatus, StepStatus
 
 RUN_EMOJI: dict[RunStatus, str] = {
     RunStatus.PENDING: ":hourglass_flowing_sand:",
+    RunStatus.QUEUED: ":double_vertical_bar:",
     RunStatus.RUNNING: ":arrows_counterclockwise:",
     RunStatus.WAITING_APPROVAL: ":raised_hand:",
     RunStatus.SUCCESS: ":white_check_mark:",
@@ -18,6 +21,7 @@ RUN_EMOJI: dict[RunStatus, str] = {
 
 RUN_WORD: dict[RunStatus, str] = {
     RunStatus.PENDING: "queued",
+    RunStatus.QUEUED: "queued",
     RunStatus.RUNNING: "running",
     RunStatus.WAITING_APPROVAL: "waiting for approval",
     RunStatus.SUCCESS: "succeeded",
@@ -87,12 +91,29 @@ def run_fallback(pipeline: str, run_id: int, status: RunStatus) -> str:
 
 
 def started_by(user_id: str, source: str) -> str:
-    via = {"slack": "", "api": " via the API", "cli": " from the terminal"}.get(source, "")
+    via = {
+        "slack": "",
+        "api": " via the API",
+        "cli": " from the terminal",
+        "schedule": " on its timetable",
+        "webhook": " by a webhook delivery",
+    }.get(source, "")
     return f"Started by {user(user_id)}{via}"
 
 
 def elapsed(seconds: float | None, finished: bool) -> str:
     return f"{'Took' if finished else 'Elapsed'} {duration(seconds)}"
+
+
+def next_fire(at: datetime) -> str:
+    """When a pipeline's schedule fires next, in the reader's own timezone (UTC as fallback)."""
+    fallback = at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    shown = f"<!date^{int(at.timestamp())}^{{date_short_pretty}} {{time_secs}}|{fallback}>"
+    return f":alarm_clock: Next scheduled run: {shown}"
+
+
+def queued_behind(run_id: int) -> str:
+    return f":double_vertical_bar: Queued behind #{run_id}: starts once its group is free."
 
 
 def cancelling(by: str) -> str:

@@ -134,6 +134,8 @@ def run_card(run: RunSnapshot, now: datetime, cancelling_by: str | None = None) 
             )
         ),
     ]
+    if run.status.value == "queued" and run.queued_behind is not None:
+        blocks.append(context(say.queued_behind(run.queued_behind)))
     if run.steps:
         blocks.append(section(_steps_summary(run.steps)))
     if run.status.value == "failed" and run.failed_step:

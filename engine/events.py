@@ -54,6 +54,10 @@ class RunSnapshot:
     started_at: datetime | None
     finished_at: datetime | None
     steps: tuple[StepSnapshot, ...] = ()
+    # Concurrency groups (engine/concurrency.py): the run's group, and while it
+    # waits ``queued``, the run it waits behind.
+    concurrency_group: str | None = None
+    queued_behind: int | None = None
     definition: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property

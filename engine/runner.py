@@ -21,6 +21,7 @@ from tortoise import connections
 from tortoise.transactions import in_transaction
 
 from engine.catalog import PipelineSource
+from engine.concurrency import Concurrency
 from engine.errors import Conflict, NotAllowed, RunNotFound, ToolNotActive, UnknownTool
 from engine.events import (
     CancelRequested,
@@ -112,6 +113,7 @@ class Engine:
         self._finished: dict[int, asyncio.Event] = {}
         self._final: dict[int, RunSnapshot] = {}
         self._idle_hooks: list[Callable[[], Awaitable[None]]] = []
+        self.concurrency = Concurrency(self)
         bus.subscribe(self._on_event)
 
     def register(
@@ -249,6 +251,8 @@ class Engine:
             run, steps = loaded
             if RunStatus(run.status) in RUN_TERMINAL:
                 return None if run_id in self._stale else loaded
+            if not await self.concurrency.may_proceed(run, steps):
+                return loaded  # waits for its concurrency group
             stages: dict[int, list[StepView]] = {}
             for step in steps:
                 stages.setdefault(_stage_of(step.path), []).append(
@@ -268,8 +272,10 @@ class Engine:
         """Carry out ``decided``; True when something changed and the plan must be redone."""
         by_path = {s.path: s for s in steps}
         changed = False
-        if run.status == RunStatus.PENDING and decided.outcome is None:
-            await self._set_run(run, steps, RunStatus.RUNNING, RunStarted, started_at=store.now())
+        if run.status in (RunStatus.PENDING, RunStatus.QUEUED) and decided.outcome is None:
+            # A queued run may already have a root message: it moves on, it does not start anew.
+            started = RunStarted if run.status == RunStatus.PENDING else RunStatusChanged
+            await self._set_run(run, steps, RunStatus.RUNNING, started, started_at=store.now())
         for path in decided.skip:
             changed |= await self._end_step(
                 run, steps, by_path[path], StepOutcome(StepStatus.SKIPPED)
@@ -280,6 +286,7 @@ class Engine:
             changed |= await self._start_step(run, steps, by_path[path])
         if decided.outcome is not None:
             await self._finish_run(run, steps, decided.outcome)
+            await self.concurrency.release(run)
             return False
         status = run.status
         if not changed and status != decided.run_status and status != RunStatus.PENDING:

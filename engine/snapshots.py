@@ -42,5 +42,7 @@ def run_snapshot(run: Run, steps: Iterable[StepRun]) -> RunSnapshot:
         started_at=run.started_at,
         finished_at=run.finished_at,
         steps=tuple(step_snapshot(s) for s in steps),
+        concurrency_group=run.concurrency_group,
+        queued_behind=run.queued_behind,
         definition=dict(run.definition),
     )

@@ -13,6 +13,8 @@ from enum import StrEnum
 
 class RunStatus(StrEnum):
     PENDING = "pending"
+    # Waiting for its concurrency group to free (engine/concurrency.py).
+    QUEUED = "queued"
     RUNNING = "running"
     WAITING_APPROVAL = "waiting_approval"
     SUCCESS = "success"
@@ -36,7 +38,7 @@ RUN_TERMINAL: frozenset[RunStatus] = frozenset(
 )
 # Active: the engine owes the run more work (recovery picks these up).
 RUN_ACTIVE: frozenset[RunStatus] = frozenset(
-    {RunStatus.PENDING, RunStatus.RUNNING, RunStatus.WAITING_APPROVAL}
+    {RunStatus.PENDING, RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.WAITING_APPROVAL}
 )
 
 STEP_TERMINAL: frozenset[StepStatus] = frozenset(
@@ -48,7 +50,10 @@ STEP_ACTIVE: frozenset[StepStatus] = frozenset({StepStatus.RUNNING, StepStatus.W
 STEP_PASSED: frozenset[StepStatus] = frozenset({StepStatus.SUCCESS, StepStatus.SKIPPED})
 
 RUN_ALLOWED: dict[RunStatus, frozenset[RunStatus]] = {
-    RunStatus.PENDING: frozenset({RunStatus.RUNNING, RunStatus.FAILED, RunStatus.CANCELLED}),
+    RunStatus.PENDING: frozenset(
+        {RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.FAILED, RunStatus.CANCELLED}
+    ),
+    RunStatus.QUEUED: frozenset({RunStatus.RUNNING, RunStatus.CANCELLED}),
     RunStatus.RUNNING: frozenset(
         {RunStatus.WAITING_APPROVAL, RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.CANCELLED}
     ),

@@ -53,6 +53,11 @@ class Run(Model):
     finished_at = fields.DatetimeField(null=True)
     # The replica that drives the run when nothing else moves it (None: adoptable).
     owner = fields.CharField(max_length=96, null=True, db_index=True)
+    # ---- triggers and concurrency groups (issue 12) ----
+    # The run's concurrency group (its ``${param}`` filled in), set when it queues.
+    concurrency_group = fields.CharField(max_length=200, null=True, db_index=True)
+    # While ``queued``: the run it waits behind.
+    queued_behind = fields.IntField(null=True)
 
     class Meta:
         table = "run"
@@ -234,3 +239,52 @@ class IdempotencyKey(Model):
     class Meta:
         table = "idempotency_key"
         unique_together = (("subject", "key"),)
+# ---- triggers and concurrency groups (issue 12) ---------------------------------
+
+
+class ScheduleFire(Model):
+    """One fire of a pipeline's schedule, claimed before its run starts.
+
+    Unique per (pipeline, schedule key, fire time): the replica whose insert
+    wins starts the run; the others get an IntegrityError and start nothing.
+    The latest row of a schedule also tells a restarted service what it missed.
+    """
+
+    id = fields.IntField(primary_key=True)
+    pipeline = fields.CharField(max_length=80)
+    schedule_key = fields.CharField(max_length=64)
+    fire_at = fields.DatetimeField()
+    # claimed (run starting), started, skipped (missed past the grace), refused, armed
+    outcome = fields.CharField(max_length=16, default="claimed")
+    run_id = fields.IntField(null=True)
+    detail = fields.TextField(null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "schedule_fire"
+        unique_together = (("pipeline", "schedule_key", "fire_at"),)
+
+
+class WebhookDelivery(Model):
+    """A webhook delivery id already acted on (a redelivery answers the same run)."""
+
+    id = fields.IntField(primary_key=True)
+    pipeline = fields.CharField(max_length=80)
+    delivery_id = fields.CharField(max_length=128)
+    run_id = fields.IntField(null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "webhook_delivery"
+        unique_together = (("pipeline", "delivery_id"),)
+
+
+class ConcurrencyGroup(Model):
+    """Who holds a concurrency group: claimed and freed by compare-and-set only."""
+
+    name = fields.CharField(max_length=200, primary_key=True)
+    holder_run_id = fields.IntField(null=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "concurrency_group"

@@ -19,6 +19,9 @@ from engine.state import (
 )
 
 RUN_EXPECTED = {
+    (RunStatus.PENDING, RunStatus.QUEUED),
+    (RunStatus.QUEUED, RunStatus.RUNNING),
+    (RunStatus.QUEUED, RunStatus.CANCELLED),
     (RunStatus.PENDING, RunStatus.RUNNING),
     (RunStatus.PENDING, RunStatus.FAILED),
     (RunStatus.PENDING, RunStatus.CANCELLED),

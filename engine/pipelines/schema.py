@@ -9,7 +9,22 @@ import difflib
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from engine.pipelines.triggers import (
+    ConcurrencySpec,
+    ScheduleSpec,
+    TriggersSpec,
+    check_references,
+)
 
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]*$"
 PIPELINE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]*$"
@@ -194,8 +209,18 @@ class Pipeline(_Strict):
     env: dict[str, str] = Field(default_factory=dict)
     timeout: Timeout | None = Field(None, description="default timeout of each step")
     steps: list[StageSpec] = Field(min_length=1)
+    # Runs that start themselves, and runs that must not overlap (engine/pipelines/triggers.py).
+    schedule: list[ScheduleSpec] | None = None
+    triggers: TriggersSpec | None = None
+    concurrency: ConcurrencySpec | None = None
 
     _env_names = field_validator("env")(_check_env_names)
+
+    @field_validator("schedule", "triggers", "concurrency")
+    @classmethod
+    def _declared_references(cls, value: Any, info: ValidationInfo) -> Any:
+        check_references(info.field_name or "", value, set(info.data.get("parameters", {})))
+        return value
 
     @field_validator("parameters", mode="before")
     @classmethod
