@@ -102,11 +102,15 @@ class Soak:
         return [r.index for r in self.group.replicas if r.alive]
 
     async def create(self, name: str, prefer: int, key: str) -> None:
-        """POST at ``prefer``, else at the other replica (as a balancer would retry)."""
-        for attempt in range(40):
+        """POST at ``prefer``, else at the other replica, as a balancer retries (same key)."""
+        last: object = None
+        deadline = time.monotonic() + 30
+        attempt = 0
+        while time.monotonic() < deadline:
             index = prefer if attempt % 2 == 0 else 1 - prefer
+            attempt += 1
             if not self.group[index].alive:
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.05)
                 continue
             try:
                 status, body = await self.group.api(
@@ -116,15 +120,16 @@ class Soak:
                     json={"pipeline": name},
                     headers={"Idempotency-Key": key},
                 )
-            except (OSError, TimeoutError):
+            except Exception as exc:  # refused, reset, timed out: a replica killed meanwhile
+                last = exc
+                await asyncio.sleep(0.1)
                 continue
-            except Exception:  # aiohttp's errors for a replica that died mid-request
-                continue
-            if status == 201:
+            if status in (200, 201):  # 200: a retry of a create that had reached a replica
                 self.created.append(int(body["id"]))
                 return
+            last = (status, body)
             await asyncio.sleep(0.2)
-        raise RuntimeError(f"could not create a run of {name}")
+        raise RuntimeError(f"could not create a run of {name}: {last!r}")
 
     async def killer(self, every: float) -> None:
         victim = 0
