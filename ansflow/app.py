@@ -50,6 +50,7 @@ def build_app(settings: Settings, *, workdir: Path | None = None) -> web.Applica
         recovered = await core.engine.recover()
         if recovered:
             log.info("recovered %s unfinished run(s)", recovered)
+        core.start()
         yield
         await core.stop()
 
