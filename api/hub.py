@@ -3,8 +3,9 @@
 ``on_event`` is an after-commit bus subscriber: it renders the event once,
 offers it to every client that may see the run with ``put_nowait`` and
 returns. A ``step.log`` event (a running step's lines, already batched and
-bounded by the engine) goes only to clients that asked for logs. A client whose queue is full is dropped (its connection aborted);
-the engine and the other clients never wait for it.
+bounded by the engine) goes only to clients that asked for logs. A client
+whose queue is full is dropped (its connection aborted); the engine and the
+other clients never wait for it.
 """
 
 from __future__ import annotations

@@ -75,7 +75,16 @@ async def cancel_execution(request: web.Request) -> web.Response:
 
 
 async def _log_of(request: web.Request, step: StepRun) -> str:
-    """A step's whole log: a Jenkins build's console read from Jenkins, else what is stored."""
+    """A step's whole log: a Jenkins build's console read from Jenkins, else what is stored.
+
+    A running local step's output so far is in its row (written every second or
+    so, whichever replica runs it); when it runs in this process, its output
+    as it stands right now.
+    """
+    if step.status == "running" and step.kind == "run":
+        live = core_of(request).shell.live_log(step.id)
+        if live is not None:
+            return live
     if step.kind == "jenkins":
         from ansflow.jenkins_setup import JENKINS
         from engine.jenkins.logs import jenkins_console

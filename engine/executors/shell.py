@@ -167,7 +167,8 @@ class ShellExecutor:
             return LiveLog(self._mask, write=write)
 
         async def publish(lines: tuple[str, ...]) -> None:
-            await bus.publish(StepLog(run=run, step_id=step_id, step_name=ctx.step_name, lines=lines))
+            event = StepLog(run=run, step_id=step_id, step_name=ctx.step_name, lines=lines)
+            await bus.publish(event)
 
         return LiveLog(self._mask, write=write, publish=publish)
 
