@@ -17,6 +17,7 @@ from api.common import (
 from api.errors import ApiError
 from api.listing import list_runs
 from api.render import execution_json
+from engine.pipeline_ids import name_of, pipeline_ids
 from engine.runner import CancelResult, RunRequest
 from engine.snapshots import run_snapshot
 from storage.models import StepRun
@@ -24,19 +25,21 @@ from storage.models import StepRun
 BASE = "/api/v1/cicd/executions/"
 
 
-def pipeline_names(request: web.Request) -> list[str]:
-    """Every loaded pipeline's name, sorted: ``pipeline_id`` is a 1-based index into it."""
-    return sorted(core_of(request).engine.source.catalog().pipelines)
+async def pipeline_by_id(request: web.Request, pipeline_id: int) -> str:
+    """The loaded pipeline that was given ``pipeline_id`` (ids are stored, never reused)."""
+    names = core_of(request).engine.source.catalog().pipelines
+    await pipeline_ids(names)  # a pipeline never listed yet gets its id now
+    name = await name_of(pipeline_id)
+    if name is None or name not in names:
+        raise ApiError(404, f"There is no pipeline with id {pipeline_id}.")
+    return name
 
 
 async def create_execution(request: web.Request) -> web.Response:
     body = parse_create(await json_object(request))
     name = body.pipeline
     if body.pipeline_id is not None:
-        names = pipeline_names(request)
-        if body.pipeline_id > len(names):
-            raise ApiError(404, f"There is no pipeline with id {body.pipeline_id}.")
-        by_id = names[body.pipeline_id - 1]
+        by_id = await pipeline_by_id(request, body.pipeline_id)
         if name is not None and name != by_id:
             raise ApiError(
                 400, f"`pipeline` {name!r} and `pipeline_id` {body.pipeline_id} ({by_id!r}) differ."
