@@ -93,7 +93,14 @@ def _step_seconds(step: StepSnapshot) -> float | None:
 
 
 def _steps_summary(steps: Iterable[StepSnapshot]) -> str:
-    return "\n".join(say.step_line(s.name, s.status, _step_seconds(s)) for s in steps)
+    return "\n".join(_summary_line(s) for s in steps)
+
+
+def _summary_line(step: StepSnapshot) -> str:
+    line = say.step_line(step.name, step.status, _step_seconds(step))
+    if step.reason and step.status == StepStatus.RUNNING:  # e.g. "Jenkins … unreachable"
+        line += " · " + say.step_reason(escape(step.reason))
+    return line
 
 
 def cancel_button(run_id: int) -> Block:
