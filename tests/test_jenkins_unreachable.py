@@ -148,25 +148,27 @@ async def test_the_slack_card_shows_the_reason_while_jenkins_is_unreachable(
         "JENKINS_API_TOKEN": "jt0ken-5ecret-never-shown",
         "ANSFLOW_POLL_INTERVAL": "0.1",
     }
-    async with FakeSlack() as slack_fake:
-        async with slack_server(sqlite_url, pipelines_dir, slack_fake, **env) as slack:
-            await fake.go_down()
-            service(slack.server).executor.retry_base = 0.1
-            service(slack.server).executor.retry_cap = 0.3
-            await slack.command("run deploy")
-            step = await eventually(
-                lambda: StepRun.filter(kind="jenkins").first(),
-                lambda s: s is not None and s.reason == NOTE,
-            )
-            assert step is not None
+    async with (
+        FakeSlack() as slack_fake,
+        slack_server(sqlite_url, pipelines_dir, slack_fake, **env) as slack,
+    ):
+        await fake.go_down()
+        service(slack.server).executor.retry_base = 0.1
+        service(slack.server).executor.retry_cap = 0.3
+        await slack.command("run deploy")
+        step = await eventually(
+            lambda: StepRun.filter(kind="jenkins").first(),
+            lambda s: s is not None and s.reason == NOTE,
+        )
+        assert step is not None
 
-            async def card() -> str:
-                root = slack.root_of(step.run_id, CHANNEL)
-                return str(root.blocks) if root is not None else ""
+        async def card() -> str:
+            root = slack.root_of(step.run_id, CHANNEL)
+            return str(root.blocks) if root is not None else ""
 
-            shown = await eventually(card, lambda text: "unreachable" in text, timeout=20)
-            await fake.come_up()
-            cleared = await eventually(card, lambda text: "unreachable" not in text, timeout=20)
-            await slack.server.core.engine.wait_finished(step.run_id, timeout=30)
+        shown = await eventually(card, lambda text: "unreachable" in text, timeout=20)
+        await fake.come_up()
+        cleared = await eventually(card, lambda text: "unreachable" not in text, timeout=20)
+        await slack.server.core.engine.wait_finished(step.run_id, timeout=30)
     assert "Reason: Jenkins jenkins unreachable: connection refused; retrying" in shown
     assert "Deploy" in cleared

@@ -77,6 +77,7 @@ class JenkinsExecutor:
         self.retry_cap = retry_cap
         self._triggering: dict[int, _Trigger] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     # -- the Executor protocol ----------------------------------------------------
 
@@ -132,6 +133,7 @@ class JenkinsExecutor:
 
     async def shutdown(self) -> None:
         """Stop triggering (a process stopping mid-trigger is what recovery is for)."""
+        self._closed = True  # also ends a retry loop whose cancel got lost in a wait_for
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*list(self._tasks), return_exceptions=True)
@@ -170,6 +172,8 @@ class JenkinsExecutor:
                 _, client = await self.clients.by_name(step.state.tool)
                 await self._trigger_once(step, client, flag)
             except JenkinsUnreachable as exc:
+                if self._closed:
+                    return  # stopping: the next process picks the trigger up
                 failures += 1
                 left = deadline - wall()
                 note = unreachable_note(step.state.tool, exc.detail)
@@ -186,6 +190,8 @@ class JenkinsExecutor:
                     log.warning("run %s: %s (trying again until the timeout)", step.run_id, exc)
                 await self.follower.note(step.step_id, note)
                 await asyncio.sleep(min(backoff(failures, self.retry_base, self.retry_cap), left))
+                if self._closed:
+                    return
                 fresh = await self.follower.read(step.step_id)
                 if fresh is None:
                     return  # ended meanwhile
