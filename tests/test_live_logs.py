@@ -214,3 +214,30 @@ async def test_websocket_without_logs_gets_status_events_only(
             messages = await _messages(ws)
     assert "step.log" not in [m["type"] for m in messages]
     assert messages[-1]["type"] == "run.finished"
+
+
+async def test_the_all_runs_stream_sends_log_lines_only_when_asked(
+    sqlite_url: str, pipelines_dir: Path, tmp_path: Path
+) -> None:
+    marker = tmp_path / "go"
+    write_pipeline(pipelines_dir, "talk", waiting("talk", marker, "echo first-line"))
+    async with api_server(sqlite_url, pipelines_dir) as api:
+        base = f"{api.url}/api/v1/ws/executions/"
+        async with (
+            api.http.ws_connect(base + "?logs=1", headers=bearer("U222")) as with_logs,
+            api.http.ws_connect(base, headers=bearer("U222")) as without,
+        ):
+            for ws in (with_logs, without):
+                assert json.loads((await ws.receive()).data)["type"] == "snapshot"
+            run = (await api.call("POST", E, json={"pipeline": "talk"})).body
+            first = await eventually(lambda: _next_log(with_logs), timeout=10)
+            assert first["execution_id"] == run["id"] and first["lines"] == ["first-line"]
+            marker.touch()
+            await api.server.core.engine.wait_finished(run["id"], timeout=30)
+            seen: list[str] = []
+            for _ in range(100):
+                message = await asyncio.wait_for(without.receive(), timeout=30)
+                seen.append(json.loads(message.data)["type"])
+                if seen[-1] == "run.finished":
+                    break
+    assert "step.log" not in seen and "step.started" in seen

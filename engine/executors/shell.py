@@ -1,8 +1,12 @@
 """Local ``run`` steps: ``/bin/sh -c`` in a new process session.
 
-Parameters reach the command only as environment variables. Timeout and
-cancel kill the whole process group; output is kept up to a bound, masked,
-and its tail stored (ARCHITECTURE.md decision 6).
+Parameters reach the command only as environment variables. Each runs in
+its run's own workspace (``engine.workspaces``; ``ANSFLOW_WORKSPACE``).
+Timeout and cancel kill the whole process group; output is decoded as it
+comes (a character split across reads stays whole), kept up to a bound,
+masked, and its tail stored (ARCHITECTURE.md decision 6); while the step runs
+it is written into the step's row now and then and published as ``StepLog``
+events (``engine.output``).
 """
 
 from __future__ import annotations
