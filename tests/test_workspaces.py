@@ -131,3 +131,13 @@ def test_settings_have_the_workspace_defaults() -> None:
     assert settings.workspaces_dir == Path("./workspaces")
     assert settings.workspaces_keep == 86400
     assert load_settings({"ANSFLOW_WORKSPACES_KEEP": "0"}).workspaces_keep == 0
+
+
+def test_an_invalid_keep_names_the_variable() -> None:
+    import pytest
+
+    from ansflow.settings import SettingsError, load_settings
+
+    for value in ("-1", "soon"):
+        with pytest.raises(SettingsError, match="ANSFLOW_WORKSPACES_KEEP"):
+            load_settings({"ANSFLOW_WORKSPACES_KEEP": value})
