@@ -57,8 +57,10 @@ class Workspaces:
 
     def ensure(self, run_id: int) -> Path:
         """The run's folder, made (mode 0700) if it is not there yet."""
-        self.root.mkdir(parents=True, exist_ok=True)
         path = self.path_of(run_id)
+        if path.is_dir():
+            return path
+        self.root.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileExistsError):
             path.mkdir(mode=0o700)
         return path
