@@ -231,6 +231,10 @@ def logs_whole() -> str:
     return "This is the whole log."
 
 
+def logs_so_far() -> str:
+    return "The step is still running: this is its output so far. Ask again to see more."
+
+
 def logs_no_step(run_id: int) -> str:
     return f"Run #{run_id} has not started any step yet."
 

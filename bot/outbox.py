@@ -33,6 +33,7 @@ from engine.events import (
     RunSnapshot,
     RunStarted,
     StepFinished,
+    StepLog,
     StepSnapshot,
     StepStarted,
     StepUpdated,
@@ -61,8 +62,8 @@ def step_key(step_id: int) -> str:
 async def write_outbox(event: Event, conn: BaseDBAsyncClient) -> None:
     """The in-transaction subscriber: every Slack message ``event`` causes, as rows."""
     run = event.run
-    if not run.channel_id:
-        return
+    if not run.channel_id or isinstance(event, StepLog):
+        return  # a step's output lines are for the logs route and the WebSocket only
     await _root(
         run,
         conn,

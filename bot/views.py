@@ -93,7 +93,14 @@ def _step_seconds(step: StepSnapshot) -> float | None:
 
 
 def _steps_summary(steps: Iterable[StepSnapshot]) -> str:
-    return "\n".join(say.step_line(s.name, s.status, _step_seconds(s)) for s in steps)
+    return "\n".join(_summary_line(s) for s in steps)
+
+
+def _summary_line(step: StepSnapshot) -> str:
+    line = say.step_line(step.name, step.status, _step_seconds(step))
+    if step.reason and step.status == StepStatus.RUNNING:  # e.g. "Jenkins … unreachable"
+        line += " · " + say.step_reason(escape(step.reason))
+    return line
 
 
 def cancel_button(run_id: int) -> Block:
@@ -243,13 +250,17 @@ def pipeline_list(
     return Message(f"Pipelines you may run: {names}"[:SECTION_LIMIT], blocks)
 
 
-def log_view(run_id: int, step: StepSnapshot, text: str, whole: bool, attached: bool) -> Message:
+def log_view(
+    run_id: int, step: StepSnapshot, text: str, whole: bool, attached: bool, running: bool = False
+) -> Message:
     header = say.step_line(escape(step.name), step.status, _step_seconds(step))
     if not text.strip():
         return Message(
             say.logs_empty(step.name), [section(header), context(say.logs_empty(step.name))]
         )
     note = say.logs_whole() if whole else say.logs_rest(run_id, step.name, attached)
+    if running:
+        note = say.logs_so_far()
     blocks = [section(f"Run #{run_id} · {header}"), section(code_block(text)), context(note)]
     return Message(f"Log of {step.name} (run #{run_id})", blocks)
 

@@ -288,3 +288,17 @@ class ConcurrencyGroup(Model):
 
     class Meta:
         table = "concurrency_group"
+
+
+# ---- Stable pipeline ids (a pipeline keeps its id, whatever files come and go) ----
+
+
+class PipelineRecord(Model):
+    """A pipeline name seen once: its ``id`` (API ``pipeline_id``) never changes."""
+
+    id = fields.IntField(primary_key=True)
+    name = fields.CharField(max_length=80, unique=True)
+    first_seen_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "pipeline_record"
