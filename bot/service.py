@@ -25,12 +25,19 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from ansflow.wiring import Core
+from bot import messages as say
 from bot.actions import ACTIONS, ActionHandler, Click, click_of
 from bot.commands import CommandEnv, Invocation, dispatch, guarded
 from bot.endpoint import Handler, events_handler
 from bot.errors import SlackStartupError
+from bot.form_views import FORM_CALLBACK, PICKER_CALLBACK, input_block_ids, notice
+from bot.forms import Answer, Forms
+from bot.home import HomePublisher
+from bot.home_actions import home_run_clicked
+from bot.home_views import HOME_RUN_ACTION_ID
 from bot.notifier import Notifier, Pacing
-from bot.views import Message
+from bot.rerun import rerun_clicked
+from bot.views import RERUN_ACTION_ID, Message, plain
 from engine.events import Event
 from storage.models import StepRun
 
@@ -54,7 +61,6 @@ class SlackBot:
         settings = core.settings
         assert settings.slack_bot_token is not None
         self.core = core
-        self.env = CommandEnv(engine=core.engine, jenkins_console=jenkins_console)
         self.base_url = api_base(settings.slack_api_url)
         self.client = AsyncWebClient(
             token=settings.slack_bot_token.get_secret_value(),
@@ -67,6 +73,14 @@ class SlackBot:
             settings.slack_app_token.get_secret_value() if settings.slack_app_token else None
         )
         self.notifier = Notifier(self.client, pacing)
+        self.home = HomePublisher(self.client, core.engine)
+        self.notifier.home = self.home
+        # Signs the forms' private_metadata (Socket Mode may have no signing secret).
+        key = self.signing_secret or settings.slack_bot_token.get_secret_value()
+        self.forms = Forms(self.client, core.engine, key.encode(), self._run_for)
+        self.env = CommandEnv(
+            engine=core.engine, jenkins_console=jenkins_console, modals=self.forms
+        )
         self.bolt: AsyncApp | None = None
         self._http: Handler | None = None
         self._socket: Any = None
@@ -78,7 +92,9 @@ class SlackBot:
         identity = await self._check_token()
         self.bolt = self._build_bolt(identity)
         if self.signing_secret:  # Socket Mode may run without one: no /slack/events then
-            self._http = events_handler(self.bolt, self.signing_secret)
+            self._http = events_handler(
+                self.bolt, self.signing_secret, on_no_database=self._no_database
+            )
         if self.app_token:
             await self._open_socket_mode()
         self.notifier.start()
@@ -123,8 +139,16 @@ class SlackBot:
                 if isinstance(middleware, AsyncSingleTeamAuthorization):
                     middleware.auth_test_result = identity
         bolt.command("/ansflow")(self._command_listener())
-        for action_id, handler in ACTIONS.items():
+        buttons: dict[str, ActionHandler] = {
+            **ACTIONS,
+            RERUN_ACTION_ID: rerun_clicked,
+            HOME_RUN_ACTION_ID: home_run_clicked,
+        }
+        for action_id, handler in buttons.items():
             bolt.action(action_id)(self._action_listener(handler))
+        bolt.view(FORM_CALLBACK)(self._view_listener(self.forms.form_submitted))
+        bolt.view(PICKER_CALLBACK)(self._view_listener(self.forms.picker_submitted))
+        bolt.event("app_home_opened")(self._home_listener())
         return bolt
 
     async def _open_socket_mode(self) -> None:
@@ -162,8 +186,23 @@ class SlackBot:
         return await self._http(request)
 
     def on_event(self, event: Event) -> None:
-        if event.run.channel_id:
-            self.notifier.poke()
+        self.notifier.poke()  # run cards, and Home republishes of runs without a channel
+
+    def _no_database(self, body: dict[str, Any]) -> web.StreamResponse:
+        """The answer while the database is unreachable: private, within Slack's 3 s."""
+        text = say.database_down()
+        if body.get("command"):
+            return web.json_response({"response_type": "ephemeral", "text": text})
+        if body.get("type") == "view_submission":
+            view = body.get("view") or {}
+            blocks = input_block_ids(view)
+            if blocks:
+                return web.json_response({"response_action": "errors", "errors": {blocks[0]: text}})
+            return web.json_response({"response_action": "update", "view": notice(text)})
+        if body.get("type") == "block_actions":
+            click = click_of(body)
+            self.spawn(self.tell(click.user_id, click.channel_id, click.response_url, plain(text)))
+        return web.Response(status=200)
 
     # ---- listeners: ack first, work after -------------------------------------
 
@@ -175,6 +214,7 @@ class SlackBot:
                 channel_id=str(body.get("channel_id") or ""),
                 text=str(body.get("text") or ""),
                 response_url=body.get("response_url"),
+                trigger_id=body.get("trigger_id"),
             )
             self.spawn(self._answer_command(call))
 
@@ -186,6 +226,50 @@ class SlackBot:
             self.spawn(self._answer_click(click_of(body), handler))
 
         return on_action
+
+    def _view_listener(self, handler: Callable[[dict[str, Any]], Answer]) -> Any:
+        async def on_view(ack: Any, body: dict[str, Any]) -> None:
+            try:
+                answer = handler(body)
+            except Exception:
+                log.exception("form submission failed")
+                answer = Answer({"response_action": "update", "view": notice(say.apology("form"))})
+            await ack(**answer.ack)
+            if answer.then is not None:
+                self.spawn(answer.then)
+
+        return on_view
+
+    def _home_listener(self) -> Any:
+        async def on_home(ack: Any, event: dict[str, Any]) -> None:
+            await ack()
+            user = str(event.get("user") or "")
+            if user and event.get("tab", "home") == "home":
+                self.spawn(self.home.opened(user))
+
+        return on_home
+
+    async def _run_for(
+        self,
+        user: str,
+        channel: str | None,
+        start: Callable[[str], Awaitable[Message | None]],
+    ) -> None:
+        """Start a run submitted from a form; ``channel`` None: the person's DM."""
+        where = channel or await self._dm(user)
+        if where is None:
+            return
+        reply = await guarded(start(where), what=f"form run by {user}")
+        if reply is not None:
+            await self.tell(user, where, None, reply)
+
+    async def _dm(self, user: str) -> str | None:
+        try:
+            res = await self.client.conversations_open(users=user)
+        except (SlackApiError, TimeoutError, aiohttp.ClientError) as err:
+            log.warning("could not open a DM with %s: %s", user, err)
+            return None
+        return str((res.get("channel") or {}).get("id") or "") or None
 
     async def _answer_command(self, call: Invocation) -> None:
         reply = await dispatch(self.env, call)
@@ -214,20 +298,34 @@ class SlackBot:
     async def tell(
         self, user_id: str, channel_id: str, response_url: str | None, message: Message
     ) -> None:
-        """Show ``message`` to ``user_id`` only."""
-        try:
-            await self.client.chat_postEphemeral(
-                channel=channel_id, user=user_id, **message.as_args()
-            )
-            return
-        except (SlackApiError, TimeoutError, aiohttp.ClientError) as err:
-            failure = err
+        """Show ``message`` to ``user_id`` only (in their DM when there is no channel)."""
+        failure: BaseException | None = None
+        if channel_id:
+            try:
+                await self.client.chat_postEphemeral(
+                    channel=channel_id, user=user_id, **message.as_args()
+                )
+                return
+            except (SlackApiError, TimeoutError, aiohttp.ClientError) as err:
+                failure = err
         if not response_url:
-            log.warning("could not answer %s privately: %s", user_id, failure)
+            await self._tell_in_dm(user_id, message, failure)
             return
         try:
             await AsyncWebhookClient(response_url, timeout=API_TIMEOUT).send(
                 response_type="ephemeral", replace_original=False, **message.as_args()
             )
         except (TimeoutError, aiohttp.ClientError) as err:
+            log.warning("could not answer %s privately: %s; %s", user_id, failure, err)
+
+    async def _tell_in_dm(
+        self, user_id: str, message: Message, failure: BaseException | None
+    ) -> None:
+        dm = await self._dm(user_id)
+        if dm is None:
+            log.warning("could not answer %s privately: %s", user_id, failure)
+            return
+        try:
+            await self.client.chat_postMessage(channel=dm, **message.as_args())
+        except (SlackApiError, TimeoutError, aiohttp.ClientError) as err:
             log.warning("could not answer %s privately: %s; %s", user_id, failure, err)

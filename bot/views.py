@@ -25,6 +25,7 @@ CANCEL_ACTION_ID = "cancel_run"
 # Issue 4 adds approval buttons with these action ids.
 APPROVE_ACTION_ID = "approval_approve"
 REJECT_ACTION_ID = "approval_reject"
+RERUN_ACTION_ID = "rerun_run"
 
 Block = dict[str, Any]
 
@@ -35,6 +36,8 @@ class Message:
     blocks: list[Block] = field(default_factory=list)
 
     def as_args(self) -> dict[str, Any]:
+        if not self.blocks:
+            return {"text": self.text}
         return {"text": self.text, "blocks": self.blocks[:MAX_BLOCKS]}
 
 
@@ -119,20 +122,37 @@ def cancel_button(run_id: int) -> Block:
     }
 
 
-def run_card(run: RunSnapshot, now: datetime, cancelling_by: str | None = None) -> Message:
-    """The root message: pipeline, parameters, who, live status, elapsed, Cancel while active."""
+def rerun_button(run_id: int) -> Block:
+    return {
+        "type": "actions",
+        "block_id": f"run_actions:{run_id}",
+        "elements": [
+            {
+                "type": "button",
+                "action_id": RERUN_ACTION_ID,
+                "value": str(run_id),
+                "text": {"type": "plain_text", "text": say.RERUN_BUTTON},
+            }
+        ],
+    }
+
+
+def run_card(
+    run: RunSnapshot,
+    now: datetime,
+    cancelling_by: str | None = None,
+    rerun_of: int | None = None,
+) -> Message:
+    """The root message: pipeline, parameters, who, live status, elapsed; Cancel while
+    active, Rerun once finished; ``rerun_of`` names the run this one repeats."""
     finished = run.status in RUN_TERMINAL
+    facts = [say.started_by(run.triggered_by, run.source)]
+    if rerun_of is not None:
+        facts.append(say.rerun_of(rerun_of))
+    facts += [say.elapsed(_elapsed(run, now), finished), _parameters(run.parameters)]
     blocks: list[Block] = [
         section(say.run_headline(run.pipeline, run.id, run.status)),
-        context(
-            " · ".join(
-                [
-                    say.started_by(run.triggered_by, run.source),
-                    say.elapsed(_elapsed(run, now), finished),
-                    _parameters(run.parameters),
-                ]
-            )
-        ),
+        context(" · ".join(facts)),
     ]
     if run.steps:
         blocks.append(section(_steps_summary(run.steps)))
@@ -143,6 +163,8 @@ def run_card(run: RunSnapshot, now: datetime, cancelling_by: str | None = None) 
             blocks.append(context(say.cancelling(cancelling_by)))
         else:
             blocks.append(cancel_button(run.id))
+    else:
+        blocks.append(rerun_button(run.id))
     return Message(say.run_fallback(run.pipeline, run.id, run.status), blocks)
 
 
@@ -253,4 +275,5 @@ def log_view(run_id: int, step: StepSnapshot, text: str, whole: bool, attached: 
 
 
 def plain(text: str) -> Message:
-    return Message(text, [section(text)])
+    """A private answer: its text once (Slack shows ``text`` when there are no blocks)."""
+    return Message(text)

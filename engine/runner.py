@@ -61,6 +61,8 @@ class RunRequest:
     # Where Slack hears of the run; defaults to the pipeline's ``channel``.
     channel_id: str | None = None
     cicd_tool_id: int | None = None
+    # The run this one repeats (Slack's Rerun button).
+    rerun_of: int | None = None
 
 
 class CancelResult(StrEnum):
@@ -142,6 +144,7 @@ class Engine:
                 channel_id=request.channel_id or pipeline.channel,
                 cicd_tool_id=request.cicd_tool_id,
                 conn=conn,
+                rerun_of=request.rerun_of,
             )
         self._pinned[run.id] = pipeline
         async with self._locks.hold(run.id):

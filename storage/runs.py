@@ -32,6 +32,7 @@ async def create_run(
     channel_id: str | None,
     cicd_tool_id: int | None,
     conn: BaseDBAsyncClient,
+    rerun_of: int | None = None,
 ) -> tuple[Run, list[StepRun]]:
     """Create a pending run and its pending steps (``(path, name, kind)``) in ``conn``."""
     run = await Run.create(
@@ -44,6 +45,7 @@ async def create_run(
         source=source,
         channel_id=channel_id,
         cicd_tool_id=cicd_tool_id,
+        rerun_of=rerun_of,
         using_db=conn,
     )
     rows = [
