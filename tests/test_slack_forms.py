@@ -114,7 +114,7 @@ async def test_missing_required_value_opens_the_form_with_the_commands_trigger(
     assert list(shown) == ["param:version", "param:env", "param:note"]
     version, env, note = shown.values()
     assert version["element"]["initial_value"] == "1.0" and version["optional"] is True
-    assert "Version to deploy. Must match the pattern ^[0-9.]+$" == version["hint"]["text"]
+    assert version["hint"]["text"] == "Version to deploy. Must match the pattern ^[0-9.]+$"
     assert [o["value"] for o in env["element"]["options"]] == ["staging", "production"]
     assert env["optional"] is False and "initial_option" not in env["element"]
     assert note["element"]["initial_value"] == "hello"  # what was typed is kept

@@ -87,7 +87,7 @@ def text_of(view: dict[str, Any]) -> str:
 def buttons(view: dict[str, Any], action_id: str) -> list[str]:
     found = []
     for block in view["blocks"]:
-        elements = list(block.get("elements") or []) + [block.get("accessory") or {}]
+        elements = [*list(block.get("elements") or []), block.get("accessory") or {}]
         found += [e["value"] for e in elements if e.get("action_id") == action_id]
     return found
 
@@ -196,7 +196,7 @@ async def test_run_from_the_home_posts_in_the_dm_or_the_pipelines_channel(
         body = home_click_body(home, HOME_RUN_ACTION_ID, ALICE, value=name, trigger=trigger)
         await slack.post(body, signed_headers(body))
 
-        async def form() -> Any:
+        async def form(trigger: str = trigger) -> Any:
             return [v for v in slack.fake.opened_views if v.trigger_id == trigger]
 
         [view] = await eventually(form, timeout=10)

@@ -19,7 +19,6 @@ from tests.pg_server import ThrowawayPostgres
 from tests.slack_interactive import submission_body, submit
 from tests.slack_signing import (
     ALICE,
-    CHANNEL,
     SlackHarness,
     click_body,
     command_body,
