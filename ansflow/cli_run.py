@@ -80,7 +80,7 @@ def _summary(console: Console, run: RunSnapshot) -> None:
         console.print(failed.log_tail, markup=False, highlight=False)
 
 
-QUOTES = ('"', "'")
+QUOTES = ("\"", "'")
 
 
 def parse_cli_params(tokens: list[str]) -> dict[str, str]:

@@ -18,22 +18,15 @@ class Metrics:
             "ansflow_runs_started", "Runs started", ["pipeline"], registry=self.registry
         )
         self.runs_finished = Counter(
-            "ansflow_runs_finished",
-            "Runs ended, by status",
-            ["pipeline", "status"],
+            "ansflow_runs_finished", "Runs ended, by status", ["pipeline", "status"],
             registry=self.registry,
         )
         self.run_seconds = Histogram(
-            "ansflow_run_duration_seconds",
-            "Run durations",
-            ["pipeline"],
-            buckets=DURATION_BUCKETS,
-            registry=self.registry,
+            "ansflow_run_duration_seconds", "Run durations", ["pipeline"],
+            buckets=DURATION_BUCKETS, registry=self.registry,
         )
         self.steps_finished = Counter(
-            "ansflow_steps_finished",
-            "Steps ended, by kind and status",
-            ["kind", "status"],
+            "ansflow_steps_finished", "Steps ended, by kind and status", ["kind", "status"],
             registry=self.registry,
         )
 
