@@ -8,7 +8,13 @@ import inspect
 import sys
 import time
 
-MODULES = ["bench.bench_engine", "bench.bench_slack", "bench.bench_jenkins", "bench.bench_api"]
+MODULES = [
+    "bench.bench_engine",
+    "bench.bench_slack",
+    "bench.bench_slack_home",
+    "bench.bench_jenkins",
+    "bench.bench_api",
+]
 
 
 def main() -> int:
