@@ -12,11 +12,14 @@ so one publish shows every change before it).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from tortoise.backends.base.client import BaseDBAsyncClient
+from tortoise.exceptions import IntegrityError
 
 from bot.home_views import HomeApproval, HomeData, HomePipeline, HomeRun, home_view
 from bot.outcomes import Failure
@@ -99,7 +102,11 @@ class HomePublisher:
             return None
         known = self._links.get((channel, ts))
         if known is None:
-            res = await self.client.chat_getPermalink(channel=channel, message_ts=ts)
+            try:
+                res = await self.client.chat_getPermalink(channel=channel, message_ts=ts)
+            except SlackApiError as err:  # e.g. the thread was deleted: show it unlinked
+                log.info("no permalink for %s/%s: %s", channel, ts, err.response.get("error"))
+                return None
             known = str(res["permalink"])
             self._links[(channel, ts)] = known  # a message's link never changes
         return known
@@ -118,7 +125,10 @@ class HomePublisher:
 
     async def opened(self, user: str) -> None:
         """``app_home_opened``: remember the viewer, publish now."""
-        await HomeViewer.update_or_create(defaults={"opened_at": now()}, user_id=user)
+        stamp = now()
+        if not await HomeViewer.filter(user_id=user).update(opened_at=stamp):
+            with contextlib.suppress(IntegrityError):  # opened twice at once: one row
+                await HomeViewer.create(user_id=user, opened_at=stamp)
         await self.publish(user)
 
 
