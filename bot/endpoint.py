@@ -8,10 +8,10 @@ timestamp more than five minutes off), the body is parsed by
 :func:`parse_body`, and Bolt gets a request whose ``body`` is already right.
 Bolt's own signature verification still runs on the raw body.
 
-After the signature: the Events API's ``url_verification`` challenge is
-answered here; every other request is recorded by ``bot.once`` first, and a
-duplicate (a retry, a replay) gets an empty 200 and does nothing. While the
-database is unreachable ``on_no_database`` answers instead of Bolt.
+After the signature, the Events API's ``url_verification`` challenge is
+answered here. Nothing here touches the database, so Slack's ack never waits
+for it: that a request acts once is decided by the listeners, after the ack
+(``bot.once``).
 """
 
 from __future__ import annotations
@@ -28,8 +28,6 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.request.async_internals import build_async_context
 from slack_sdk.signature import SignatureVerifier
-
-from bot.once import RequestLedger, Seen, request_key
 
 log = logging.getLogger(__name__)
 
@@ -53,21 +51,10 @@ def parse_body(raw: str, content_type: str | None) -> dict[str, Any]:
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-NoDatabase = Callable[[dict[str, Any]], web.StreamResponse]
 
 
-def _empty_ack(body: dict[str, Any]) -> web.StreamResponse:
-    return web.Response(status=200)
-
-
-def events_handler(
-    bolt: AsyncApp,
-    signing_secret: str,
-    ledger: RequestLedger | None = None,
-    on_no_database: NoDatabase = _empty_ack,
-) -> Handler:
+def events_handler(bolt: AsyncApp, signing_secret: str) -> Handler:
     verifier = SignatureVerifier(signing_secret)
-    requests = ledger or RequestLedger()
 
     async def slack_events(request: web.Request) -> web.StreamResponse:
         raw = await request.text()  # bounded by the app's client_max_size
@@ -87,18 +74,8 @@ def events_handler(
         body = bolt_request.body
         if body.get("type") == "url_verification":
             return web.json_response({"challenge": str(body.get("challenge") or "")})
-        seen = await requests.first_time(request_key(raw, body))
-        if seen == Seen.DUPLICATE:
-            log.info("Slack request seen before (retry %s); not acting again", _retry(request))
-            return web.Response(status=200)
-        if seen == Seen.NO_DATABASE:
-            return on_no_database(body)
         bolt_request.context = build_async_context(AsyncBoltContext({}), bolt_request.body)
         response = await bolt.async_dispatch(bolt_request)
         return await to_aiohttp_response(response)
 
     return slack_events
-
-
-def _retry(request: web.Request) -> str:
-    return request.headers.get("X-Slack-Retry-Num", "none")

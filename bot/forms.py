@@ -58,6 +58,8 @@ class Answer:
 
     ack: dict[str, Any] = field(default_factory=dict)
     then: Coroutine[Any, Any, None] | None = None
+    # Where the asker is answered privately about ``then`` (None: their DM).
+    channel: str | None = None
 
 
 def _errors(errors: dict[str, str]) -> Answer:
@@ -181,7 +183,7 @@ class Forms:
             if block in input_block_ids(view):
                 return _errors({block: str(err)})
             return _notice(str(err))
-        return Answer({}, self._start(pipeline.name, context, values))
+        return Answer({}, self._start(pipeline.name, context, values), context.channel)
 
     async def _start(self, pipeline: str, context: FormContext, values: dict[str, str]) -> None:
         async def start(channel: str) -> Message | None:

@@ -1,24 +1,26 @@
-"""Each signed Slack request acts once, whichever replica receives it, however often.
+"""Each Slack request acts once, whichever replica receives it, however often.
 
-Before a request is handed to Bolt its key is stored in ``seen_event`` (a
-primary key, so one insert wins across every replica): an Events API
-delivery's ``event_id`` (Slack's retries reuse it), otherwise the SHA-256 of
-the raw body. Every command, click and submission carries its own
-``trigger_id`` (and a click its ``action_ts``), so two genuine requests never
-share a body, while a resend, a retry or a replay of the identical signed
-request does. Keys older than :data:`KEEP_SECONDS` are pruned now and then
-(Slack retries events for about an hour; a replayed request's signature
-expires after five minutes).
+Slack's ack goes out first (it never waits for the database); then, before
+the request acts, its key is stored in ``seen_event`` (a primary key, so one
+insert wins across every replica): an Events API delivery's ``event_id``
+(Slack's retries reuse it), otherwise the SHA-256 of the request's payload.
+Every command, click and submission carries its own ``trigger_id`` (and a
+click its ``action_ts``), so two genuine requests never share a payload, while
+a resend, a retry or a replay of the identical signed request does (over HTTP
+and over Socket Mode alike). Keys older than :data:`KEEP_SECONDS` are pruned
+now and then (Slack retries events for about an hour; a replayed request's
+signature expires after five minutes).
 
-When the database cannot be reached the key cannot be stored: the request is
-answered at once with the "try again shortly" message instead
-(:func:`database_down`), within Slack's 3 s.
+When the database cannot be reached the key cannot be stored: the request
+does not act and the asker is told privately (``Seen.NO_DATABASE``,
+:func:`database_down`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 from datetime import timedelta
 from enum import StrEnum
@@ -31,7 +33,8 @@ from storage.runs import now
 
 log = logging.getLogger(__name__)
 
-STORE_TIMEOUT = 2.0
+# After the ack nothing waits on this but the asker: a busy database is not a down one.
+STORE_TIMEOUT = 10.0
 KEEP_SECONDS = 3600
 PRUNE_EVERY = 200
 
@@ -42,10 +45,12 @@ class Seen(StrEnum):
     NO_DATABASE = "no_database"
 
 
-def request_key(raw: str, body: dict[str, Any]) -> str:
+def request_key(body: dict[str, Any]) -> str:
+    """``event_id`` for an Events API delivery, else a digest of the whole payload."""
     if body.get("type") == "event_callback" and body.get("event_id"):
         return str(body["event_id"])[:64]
-    return hashlib.sha256(raw.encode()).hexdigest()
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def database_down(err: BaseException) -> bool:

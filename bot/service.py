@@ -1,9 +1,8 @@
 """The Slack bot inside ``ansflow serve``: Web API client, Bolt app, listeners, notifier.
 
-Every command and click is acknowledged first (Bolt sends the HTTP answer the
-moment ``ack()`` runs) and handled in a background task afterwards; its
-private reply goes to the asker only (``chat.postEphemeral``, else the
-``response_url``).
+Every command and click is acknowledged first and handled in a background
+task afterwards (``bot.listeners``); its private reply goes to the asker only
+(``bot.replies``).
 """
 
 from __future__ import annotations
@@ -22,22 +21,21 @@ from slack_bolt.middleware.authorization.async_single_team_authorization import 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
-from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from ansflow.wiring import Core
-from bot import messages as say
-from bot.actions import ACTIONS, ActionHandler, Click, click_of
-from bot.commands import CommandEnv, Invocation, dispatch, guarded
+from bot.actions import ACTIONS, ActionHandler
+from bot.commands import CommandEnv, guarded
 from bot.endpoint import Handler, events_handler
 from bot.errors import SlackStartupError
-from bot.form_views import FORM_CALLBACK, PICKER_CALLBACK, input_block_ids, notice
-from bot.forms import Answer, Forms
+from bot.forms import Forms
 from bot.home import HomePublisher
 from bot.home_actions import home_run_clicked
 from bot.home_views import HOME_RUN_ACTION_ID
+from bot.listeners import Listeners
 from bot.notifier import Notifier, Pacing
+from bot.replies import Replies
 from bot.rerun import rerun_clicked
-from bot.views import RERUN_ACTION_ID, Message, plain
+from bot.views import RERUN_ACTION_ID, Message
 from engine.events import Event
 from storage.models import StepRun
 
@@ -81,6 +79,8 @@ class SlackBot:
         self.env = CommandEnv(
             engine=core.engine, jenkins_console=jenkins_console, modals=self.forms
         )
+        self.replies = Replies(self.client)
+        self.listeners = Listeners(self.env, self.forms, self.home, self.replies, self.spawn)
         self.bolt: AsyncApp | None = None
         self._http: Handler | None = None
         self._socket: Any = None
@@ -92,9 +92,7 @@ class SlackBot:
         identity = await self._check_token()
         self.bolt = self._build_bolt(identity)
         if self.signing_secret:  # Socket Mode may run without one: no /slack/events then
-            self._http = events_handler(
-                self.bolt, self.signing_secret, on_no_database=self._no_database
-            )
+            self._http = events_handler(self.bolt, self.signing_secret)
         if self.app_token:
             await self._open_socket_mode()
         self.notifier.start()
@@ -138,17 +136,12 @@ class SlackBot:
             for middleware in bolt._async_middleware_list:  # no second auth.test per process
                 if isinstance(middleware, AsyncSingleTeamAuthorization):
                     middleware.auth_test_result = identity
-        bolt.command("/ansflow")(self._command_listener())
         buttons: dict[str, ActionHandler] = {
             **ACTIONS,
             RERUN_ACTION_ID: rerun_clicked,
             HOME_RUN_ACTION_ID: home_run_clicked,
         }
-        for action_id, handler in buttons.items():
-            bolt.action(action_id)(self._action_listener(handler))
-        bolt.view(FORM_CALLBACK)(self._view_listener(self.forms.form_submitted))
-        bolt.view(PICKER_CALLBACK)(self._view_listener(self.forms.picker_submitted))
-        bolt.event("app_home_opened")(self._home_listener())
+        self.listeners.register(bolt, buttons)
         return bolt
 
     async def _open_socket_mode(self) -> None:
@@ -188,67 +181,6 @@ class SlackBot:
     def on_event(self, event: Event) -> None:
         self.notifier.poke()  # run cards, and Home republishes of runs without a channel
 
-    def _no_database(self, body: dict[str, Any]) -> web.StreamResponse:
-        """The answer while the database is unreachable: private, within Slack's 3 s."""
-        text = say.database_down()
-        if body.get("command"):
-            return web.json_response({"response_type": "ephemeral", "text": text})
-        if body.get("type") == "view_submission":
-            view = body.get("view") or {}
-            blocks = input_block_ids(view)
-            if blocks:
-                return web.json_response({"response_action": "errors", "errors": {blocks[0]: text}})
-            return web.json_response({"response_action": "update", "view": notice(text)})
-        if body.get("type") == "block_actions":
-            click = click_of(body)
-            self.spawn(self.tell(click.user_id, click.channel_id, click.response_url, plain(text)))
-        return web.Response(status=200)
-
-    # ---- listeners: ack first, work after -------------------------------------
-
-    def _command_listener(self) -> Any:
-        async def on_command(ack: Any, body: dict[str, Any]) -> None:
-            await ack()
-            call = Invocation(
-                user_id=str(body.get("user_id") or ""),
-                channel_id=str(body.get("channel_id") or ""),
-                text=str(body.get("text") or ""),
-                response_url=body.get("response_url"),
-                trigger_id=body.get("trigger_id"),
-            )
-            self.spawn(self._answer_command(call))
-
-        return on_command
-
-    def _action_listener(self, handler: ActionHandler) -> Any:
-        async def on_action(ack: Any, body: dict[str, Any]) -> None:
-            await ack()
-            self.spawn(self._answer_click(click_of(body), handler))
-
-        return on_action
-
-    def _view_listener(self, handler: Callable[[dict[str, Any]], Answer]) -> Any:
-        async def on_view(ack: Any, body: dict[str, Any]) -> None:
-            try:
-                answer = handler(body)
-            except Exception:
-                log.exception("form submission failed")
-                answer = Answer({"response_action": "update", "view": notice(say.apology("form"))})
-            await ack(**answer.ack)
-            if answer.then is not None:
-                self.spawn(answer.then)
-
-        return on_view
-
-    def _home_listener(self) -> Any:
-        async def on_home(ack: Any, event: dict[str, Any]) -> None:
-            await ack()
-            user = str(event.get("user") or "")
-            if user and event.get("tab", "home") == "home":
-                self.spawn(self.home.opened(user))
-
-        return on_home
-
     async def _run_for(
         self,
         user: str,
@@ -256,31 +188,12 @@ class SlackBot:
         start: Callable[[str], Awaitable[Message | None]],
     ) -> None:
         """Start a run submitted from a form; ``channel`` None: the person's DM."""
-        where = channel or await self._dm(user)
+        where = channel or await self.replies.dm(user)
         if where is None:
             return
         reply = await guarded(start(where), what=f"form run by {user}")
         if reply is not None:
-            await self.tell(user, where, None, reply)
-
-    async def _dm(self, user: str) -> str | None:
-        try:
-            res = await self.client.conversations_open(users=user)
-        except (SlackApiError, TimeoutError, aiohttp.ClientError) as err:
-            log.warning("could not open a DM with %s: %s", user, err)
-            return None
-        return str((res.get("channel") or {}).get("id") or "") or None
-
-    async def _answer_command(self, call: Invocation) -> None:
-        reply = await dispatch(self.env, call)
-        if reply is not None:
-            await self.tell(call.user_id, call.channel_id, call.response_url, reply)
-
-    async def _answer_click(self, click: Click, handler: ActionHandler) -> None:
-        what = f"button {click.action_id}={click.value!r} by {click.user_id}"
-        reply = await guarded(handler(self.env, click), what=what)
-        if reply is not None:
-            await self.tell(click.user_id, click.channel_id, click.response_url, reply)
+            await self.replies.tell(user, where, None, reply)
 
     def spawn(self, work: Awaitable[None]) -> None:
         async def run() -> None:
@@ -294,38 +207,3 @@ class SlackBot:
         task = asyncio.ensure_future(run())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    async def tell(
-        self, user_id: str, channel_id: str, response_url: str | None, message: Message
-    ) -> None:
-        """Show ``message`` to ``user_id`` only (in their DM when there is no channel)."""
-        failure: BaseException | None = None
-        if channel_id:
-            try:
-                await self.client.chat_postEphemeral(
-                    channel=channel_id, user=user_id, **message.as_args()
-                )
-                return
-            except (SlackApiError, TimeoutError, aiohttp.ClientError) as err:
-                failure = err
-        if not response_url:
-            await self._tell_in_dm(user_id, message, failure)
-            return
-        try:
-            await AsyncWebhookClient(response_url, timeout=API_TIMEOUT).send(
-                response_type="ephemeral", replace_original=False, **message.as_args()
-            )
-        except (TimeoutError, aiohttp.ClientError) as err:
-            log.warning("could not answer %s privately: %s; %s", user_id, failure, err)
-
-    async def _tell_in_dm(
-        self, user_id: str, message: Message, failure: BaseException | None
-    ) -> None:
-        dm = await self._dm(user_id)
-        if dm is None:
-            log.warning("could not answer %s privately: %s", user_id, failure)
-            return
-        try:
-            await self.client.chat_postMessage(channel=dm, **message.as_args())
-        except (SlackApiError, TimeoutError, aiohttp.ClientError) as err:
-            log.warning("could not answer %s privately: %s; %s", user_id, failure, err)

@@ -81,7 +81,9 @@ def test_the_hint_explains_description_pattern_and_choices_that_do_not_fit_a_sel
     view = parameter_form(pipeline({"env": spec}), HERE, KEY)
     assert view is not None
     hint = inputs(view)[0]["hint"]["text"]
-    assert hint.startswith("Where to deploy. Must match the pattern ^[a-z]+$. One of: environment-0, environment-1")
+    assert hint.startswith(
+        "Where to deploy. Must match the pattern ^[a-z]+$. One of: environment-0, environment-1"
+    )
     assert len(hint) <= 2000 and hint.endswith("…")
 
 
