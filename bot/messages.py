@@ -224,7 +224,10 @@ USAGE: dict[str, str] = {
 }
 
 _DESCRIPTIONS: dict[str, str] = {
-    "run": 'start a pipeline; quote values with spaces: `msg="two words"`',
+    "run": (
+        'start a pipeline; quote values with spaces: `msg="two words"`. '
+        "Values left out open a form; `/ansflow run` alone lets you pick the pipeline"
+    ),
     "status": "one run in detail, or your recent runs",
     "cancel": "cancel a run (its starter, its approvers and admins)",
     "logs": "the end of a step's log (default: the failed or latest step)",

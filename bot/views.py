@@ -208,9 +208,9 @@ def completion(run: RunSnapshot) -> Message:
     return Message(text, blocks)
 
 
-def run_detail(run: RunSnapshot, now: datetime) -> Message:
+def run_detail(run: RunSnapshot, now: datetime, rerun_of: int | None = None) -> Message:
     """``/ansflow status ID``: the card without buttons, plus each step's reason."""
-    card = run_card(run, now)
+    card = run_card(run, now, rerun_of=rerun_of)
     blocks = [b for b in card.blocks if b.get("type") != "actions"]
     return Message(card.text, blocks)
 

@@ -104,6 +104,10 @@ async def test_rerun_repeats_the_parameters_as_the_presser_and_names_the_run(
     assert f"rerun of #{first.id}" in str(new_card.blocks)
     assert f"<@{BOB}>" in str(new_card.blocks)
     assert slack.ephemerals_for(BOB) == []
+    await slack.command(f"status {rerun.id}", user=BOB)
+    await private_reply(slack, BOB)
+    [detail] = [e for e in slack.fake.ephemerals if e.user == BOB]
+    assert f"rerun of #{first.id}" in str(detail.blocks)
 
 
 async def test_a_refused_rerun_is_private_and_starts_nothing(slack: SlackHarness) -> None:
