@@ -6,13 +6,16 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from bot.form_views import FormContext, parameter_form
+from bot.once import PRUNE_EVERY, RequestLedger, Seen, request_key
 from bot.views import CANCEL_ACTION_ID
 from storage.models import Run, SeenEvent
+from storage.runs import now
 from tests.fakes.slack import FakeSlack
 from tests.helpers import eventually, write_pipeline
 from tests.pg_server import ThrowawayPostgres
@@ -173,3 +176,20 @@ async def test_database_down_still_answers_slack_privately_within_3s(
             await eventually(told, lambda texts: texts == [DOWN] * 3, timeout=15)
     finally:
         await asyncio.to_thread(pg.stop)
+
+
+async def test_keys_are_per_delivery_and_old_ones_are_pruned(db: str) -> None:
+    event = {"type": "event_callback", "event_id": "Ev01", "event": {"type": "app_home_opened"}}
+    assert request_key(event) == "Ev01"
+    assert request_key({"command": "/ansflow", "trigger_id": "1"}) == request_key(
+        {"trigger_id": "1", "command": "/ansflow"}
+    )
+    assert request_key({"trigger_id": "1"}) != request_key({"trigger_id": "2"})
+    ledger = RequestLedger()
+    assert await ledger.first_time("old") == Seen.NEW
+    assert await ledger.first_time("old") == Seen.DUPLICATE
+    await SeenEvent.filter(event_id="old").update(seen_at=now() - timedelta(hours=2))
+    for i in range(PRUNE_EVERY):
+        assert await ledger.first_time(f"k{i}") == Seen.NEW
+    assert not await SeenEvent.filter(event_id="old").exists()
+    assert await SeenEvent.all().count() == PRUNE_EVERY
