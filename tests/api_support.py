@@ -75,12 +75,8 @@ class Api:
         return self.server.url
 
     async def call(
-        self,
-        method: str,
-        path: str,
-        user: str | None = "U222",
-        headers: dict[str, str] | None = None,
-        **kwargs: Any,
+        self, method: str, path: str, user: str | None = "U222",
+        headers: dict[str, str] | None = None, **kwargs: Any,
     ) -> Reply:
         sent = dict(bearer(user) if user is not None else {})
         sent.update(headers or {})
@@ -104,7 +100,9 @@ def write_standard(pipelines_dir: Path) -> None:
 
 
 @asynccontextmanager
-async def api_server(database_url: str, pipelines_dir: Path, **env: str) -> AsyncIterator[Api]:
+async def api_server(
+    database_url: str, pipelines_dir: Path, **env: str
+) -> AsyncIterator[Api]:
     settings_env = {"ANSFLOW_JWT_SECRET": SECRET, "ANSFLOW_ADMINS": ADMIN, **env}
     settings_env = {k: v for k, v in settings_env.items() if v is not None}
     settings = make_settings(database_url, pipelines_dir, **settings_env)

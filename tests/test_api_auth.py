@@ -47,9 +47,8 @@ async def test_forged_token_with_changed_subject_is_refused(
     _h, other_payload, _s = make_token("UADMIN").split(".")
     forged = f"{header}.{other_payload}.{signature}"
     async with api_server(sqlite_url, pipelines_dir) as api:
-        reply = await api.call(
-            "GET", PIPELINES, user=None, headers={"Authorization": f"Bearer {forged}"}
-        )
+        reply = await api.call("GET", PIPELINES, user=None,
+                               headers={"Authorization": f"Bearer {forged}"})
         assert reply.status == 401
         assert "signature" in reply.body["detail"]
 
@@ -63,9 +62,8 @@ async def test_token_without_exp_or_with_none_alg_is_refused(
     unsigned = jwt.encode({"sub": "U222", "exp": 9999999999}, None, algorithm="none")
     async with api_server(sqlite_url, pipelines_dir) as api:
         for token in (no_exp, unsigned):
-            reply = await api.call(
-                "GET", PIPELINES, user=None, headers={"Authorization": f"Bearer {token}"}
-            )
+            reply = await api.call("GET", PIPELINES, user=None,
+                                   headers={"Authorization": f"Bearer {token}"})
             assert reply.status == 401, token
 
 
@@ -75,31 +73,26 @@ async def test_valid_token_is_accepted_and_never_echoed(
     write_standard(pipelines_dir)
     token = make_token("U222")
     async with api_server(sqlite_url, pipelines_dir) as api:
-        reply = await api.call(
-            "GET", PIPELINES, user=None, headers={"Authorization": f"Bearer {token}"}
-        )
+        reply = await api.call("GET", PIPELINES, user=None,
+                               headers={"Authorization": f"Bearer {token}"})
         assert reply.status == 200
         assert token not in reply.text
         assert SECRET not in reply.text
 
 
-async def test_api_without_secret_refuses_everything(sqlite_url: str, pipelines_dir: Path) -> None:
+async def test_api_without_secret_refuses_everything(
+    sqlite_url: str, pipelines_dir: Path
+) -> None:
     write_standard(pipelines_dir)
     settings = make_settings(sqlite_url, pipelines_dir)
     import aiohttp
 
     async with serving(settings) as server, aiohttp.ClientSession() as http:
-        for method, path in [
-            ("GET", PIPELINES),
-            ("POST", "/api/v1/cicd/executions/"),
-            ("GET", "/api/v1/cicd/executions/1/"),
-        ]:
-            async with http.request(
-                method,
-                server.url + path,
-                headers={"Authorization": f"Bearer {make_token('U1')}"},
-                json={"pipeline": "simple"},
-            ) as resp:
+        for method, path in [("GET", PIPELINES), ("POST", "/api/v1/cicd/executions/"),
+                             ("GET", "/api/v1/cicd/executions/1/")]:
+            async with http.request(method, server.url + path,
+                                    headers={"Authorization": f"Bearer {make_token('U1')}"},
+                                    json={"pipeline": "simple"}) as resp:
                 assert resp.status == 401
                 body = await resp.json()
                 assert body["error"] == "api_disabled"
@@ -117,9 +110,8 @@ def test_token_round_trip_and_expiry() -> None:
         create_token(SECRET, "bad user", 60)
 
 
-@pytest.mark.parametrize(
-    ("text", "seconds"), [("30s", 30), ("15m", 900), ("1h", 3600), ("7d", 604800)]
-)
+@pytest.mark.parametrize(("text", "seconds"), [("30s", 30), ("15m", 900), ("1h", 3600),
+                                                ("7d", 604800)])
 def test_ttl_formats(text: str, seconds: int) -> None:
     assert parse_ttl(text) == seconds
 
@@ -161,22 +153,14 @@ def test_ansflow_token_create_command(tmp_path: Path) -> None:
     env = {**os.environ, "ANSFLOW_JWT_SECRET": SECRET}
     done = subprocess.run(
         [sys.executable, "-m", "ansflow.cli", "token", "create", "--user", "U777", "--ttl", "30s"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
+        env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
     assert user_of(done.stdout.strip(), SECRET) == "U777"
     env.pop("ANSFLOW_JWT_SECRET")
     done = subprocess.run(
         [sys.executable, "-m", "ansflow.cli", "token", "create", "--user", "U777"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
+        env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path,
     )
     assert done.returncode != 0 and done.stdout == ""
     assert "ANSFLOW_JWT_SECRET" in done.stderr

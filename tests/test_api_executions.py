@@ -16,9 +16,8 @@ ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 async def test_create_then_detail_until_success(database_url: str, pipelines_dir: Path) -> None:
     write_standard(pipelines_dir)
     async with api_server(database_url, pipelines_dir) as api:
-        reply = await api.call(
-            "POST", E, json={"pipeline": "simple", "parameters": {"version": 2.5, "env": "staging"}}
-        )
+        reply = await api.call("POST", E, json={"pipeline": "simple",
+                                                "parameters": {"version": 2.5, "env": "staging"}})
         assert reply.status == 201, reply.body
         created = reply.body
         assert reply.headers["Location"] == f"{E}{created['id']}/"
@@ -38,16 +37,8 @@ async def test_create_then_detail_until_success(database_url: str, pipelines_dir
         for key in ("created_at", "started_at", "finished_at"):
             assert ISO_UTC.match(body[key]), body[key]
         build = body["steps"][0]
-        assert set(build) >= {
-            "name",
-            "kind",
-            "status",
-            "started_at",
-            "finished_at",
-            "external_url",
-            "log_tail",
-            "reason",
-        }
+        assert set(build) >= {"name", "kind", "status", "started_at", "finished_at",
+                              "external_url", "log_tail", "reason"}
         assert build["kind"] == "run" and build["status"] == "success"
         assert build["log_tail"] == "building 2.5 for staging"
         assert body["approvals"] == [] and body["reason"] is None
@@ -63,12 +54,8 @@ async def test_create_by_pipeline_id_follows_the_pipelines_list(
         assert ids == {"restricted": 1, "simple": 2, "slow": 3}
         simple = next(p for p in listing.body["results"] if p["name"] == "simple")
         assert simple["parameters"][0] == {
-            "name": "env",
-            "default": "staging",
-            "required": False,
-            "choices": ["staging", "production"],
-            "pattern": None,
-            "description": None,
+            "name": "env", "default": "staging", "required": False,
+            "choices": ["staging", "production"], "pattern": None, "description": None,
         }
         # U222 may not run `restricted`: it is not listed, and the other ids stay put.
         mine = await api.call("GET", "/api/v1/pipelines/", user="U222")
@@ -102,11 +89,8 @@ async def test_bad_bodies_are_400_or_404_and_create_nothing(
             ({"json": {"pipeline": "simple", "parameters": {"env": ["a"]}}}, 400, "env"),
             ({"json": {"pipeline": "simple", "colour": "red"}}, 400, "colour"),
             ({"json": {"pipeline": "simple", "cicd_tool_id": "x"}}, 400, "integer"),
-            (
-                {"json": {"pipeline": "simple", "parameters": {"env": "prod"}}},
-                400,
-                "staging, production",
-            ),
+            ({"json": {"pipeline": "simple", "parameters": {"env": "prod"}}}, 400,
+             "staging, production"),
             ({"json": {"pipeline": "simple", "parameters": {"version": "v1"}}}, 400, "match"),
             ({"json": {"pipeline": "simple", "parameters": {"nope": "1"}}}, 400, "Unknown"),
             ({"json": {"pipeline": "simpel"}}, 404, "Did you mean simple"),
@@ -182,10 +166,8 @@ async def test_cancel_then_cancel_again_is_409(database_url: str, pipelines_dir:
     write_standard(pipelines_dir)
     async with api_server(database_url, pipelines_dir) as api:
         run = (await api.call("POST", E, json={"pipeline": "slow"})).body
-        await eventually(
-            lambda: api.call("GET", f"{E}{run['id']}/"),
-            lambda r: r.body["steps"][0]["status"] == "running",
-        )
+        await eventually(lambda: api.call("GET", f"{E}{run['id']}/"),
+                         lambda r: r.body["steps"][0]["status"] == "running")
         stranger = await api.call("POST", f"{E}{run['id']}/cancel/", user="U999")
         assert stranger.status == 403
         reply = await api.call("POST", f"{E}{run['id']}/cancel/")
@@ -216,21 +198,16 @@ async def test_logs_as_plain_text(sqlite_url: str, pipelines_dir: Path) -> None:
 
 
 async def test_inactive_tool_refuses_with_409(database_url: str, pipelines_dir: Path) -> None:
-    write_pipeline(
-        pipelines_dir,
-        "deploy",
-        """\
+    write_pipeline(pipelines_dir, "deploy", """\
 name: deploy
 steps:
   - name: Deploy
     jenkins: {tool: ci, job: deploy-web}
-""",
-    )
+""")
     write_standard(pipelines_dir)
     async with api_server(database_url, pipelines_dir) as api:
-        tool = await CICDTool.create(
-            name="ci", url="http://ci.example", token="tok-SECRET-1", status="inactive"
-        )
+        tool = await CICDTool.create(name="ci", url="http://ci.example", token="tok-SECRET-1",
+                                     status="inactive")
         reply = await api.call("POST", E, json={"pipeline": "deploy"})
         assert reply.status == 409
         assert reply.body["error"] == "CI/CD tool is not active"
@@ -244,9 +221,8 @@ async def test_tools_never_show_tokens_and_only_admins_patch(
     sqlite_url: str, pipelines_dir: Path
 ) -> None:
     async with api_server(sqlite_url, pipelines_dir) as api:
-        tool = await CICDTool.create(
-            name="ci", url="https://bot:pw-in-url@ci.example/", username="bot", token="tok-SECRET-1"
-        )
+        tool = await CICDTool.create(name="ci", url="https://bot:pw-in-url@ci.example/",
+                                     username="bot", token="tok-SECRET-1")
         listing = await api.call("GET", "/api/v1/cicd/tools/")
         assert listing.status == 200
         assert listing.body["results"][0]["name"] == "ci"
@@ -258,19 +234,14 @@ async def test_tools_never_show_tokens_and_only_admins_patch(
         assert patched.status == 200 and patched.body["status"] == "inactive"
         assert "tok-SECRET-1" not in patched.text
         assert (await CICDTool.get(id=tool.id)).status == "inactive"
-        bodies: list[object] = [
-            {"status": "broken"},
-            {"status": "active", "url": "x"},
-            {"token": "t"},
-            [],
-        ]
+        bodies: list[object] = [{"status": "broken"}, {"status": "active", "url": "x"},
+                                {"token": "t"}, []]
         for body in bodies:
             reply = await api.call("PATCH", path, json=body, user=ADMIN)
             assert reply.status == 400, body
         assert (await CICDTool.get(id=tool.id)).status == "inactive"
-        assert (
-            await api.call("PATCH", "/api/v1/cicd/tools/77/", json={"status": "active"}, user=ADMIN)
-        ).status == 404
+        assert (await api.call("PATCH", "/api/v1/cicd/tools/77/", json={"status": "active"},
+                               user=ADMIN)).status == 404
 
 
 async def test_approve_and_reject_answer_json(sqlite_url: str, pipelines_dir: Path) -> None:
@@ -311,28 +282,28 @@ steps:
 """
 
 
-async def test_approve_and_reject_through_the_api(database_url: str, pipelines_dir: Path) -> None:
+async def test_approve_and_reject_through_the_api(
+    database_url: str, pipelines_dir: Path
+) -> None:
     write_pipeline(pipelines_dir, "gated", GATED)
     async with api_server(database_url, pipelines_dir) as api:
         outcomes = {}
         for word, approver in (("approve", "U333"), ("reject", "U444")):
             run = (await api.call("POST", E, json={"pipeline": "gated"})).body
             path = f"{E}{run['id']}/"
-            waiting = await eventually(
-                lambda p=path: api.call("GET", p), lambda r: r.body["status"] == "waiting_approval"
-            )
+            waiting = await eventually(lambda p=path: api.call("GET", p),
+                                       lambda r: r.body["status"] == "waiting_approval")
             assert waiting.body["steps"][1]["status"] == "waiting_approval"
             starter = await api.call("POST", f"{path}{word}/", user="U222")
             assert starter.status == 403, starter.body
-            reply = await api.call(
-                "POST", f"{path}{word}/", user=approver, json={"comment": f"{word}d via API"}
-            )
+            reply = await api.call("POST", f"{path}{word}/", user=approver,
+                                   json={"comment": f"{word}d via API"})
             assert reply.status == 200, reply.body
             done = await api.wait_finished(run["id"])
             outcomes[word] = done["status"]
-            assert [
-                (a["user"], a["decision"], a["comment"], a["step"]) for a in done["approvals"]
-            ] == [(approver, word, f"{word}d via API", "Approve production")]
+            assert [(a["user"], a["decision"], a["comment"], a["step"])
+                    for a in done["approvals"]] == [
+                (approver, word, f"{word}d via API", "Approve production")]
             again = await api.call("POST", f"{path}{word}/", user=approver)
             assert again.status == 409
         assert outcomes == {"approve": "success", "reject": "failed"}

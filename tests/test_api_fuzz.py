@@ -100,24 +100,16 @@ def test_schemathesis_finds_no_server_error(live_server: Background, user: str) 
             strategy = operation.as_strategy(generation_mode=mode)
 
             @given(case=strategy)
-            @settings(
-                max_examples=EXAMPLES,
-                deadline=None,
-                database=None,
-                phases=[Phase.explicit, Phase.generate],
-                suppress_health_check=list(HealthCheck),
-            )
+            @settings(max_examples=EXAMPLES, deadline=None, database=None,
+                      phases=[Phase.explicit, Phase.generate],
+                      suppress_health_check=list(HealthCheck))
             def check(case: schemathesis.Case) -> None:
                 response = case.call(base_url=live_server.url, headers=headers, timeout=30)
                 statuses[response.status_code // 100] = (
                     statuses.get(response.status_code // 100, 0) + 1
                 )
-                assert response.status_code < 500, (
-                    case.method,
-                    case.formatted_path,
-                    case.body,
-                    response.text,
-                )
+                assert response.status_code < 500, (case.method, case.formatted_path,
+                                                    case.body, response.text)
                 assert token not in response.text
                 assert "tok-HIDDEN" not in response.text
                 if response.status_code >= 400:

@@ -17,9 +17,7 @@ async def test_healthz_reports_database_reachable(database_url: str, pipelines_d
         assert await response.json() == {"status": "ok", "database": True}
 
 
-async def test_metrics_count_runs_by_pipeline_and_status(
-    sqlite_url: str, pipelines_dir: Path
-) -> None:
+async def test_metrics_count_runs_by_pipeline_and_status(sqlite_url: str, pipelines_dir: Path) -> None:
     from engine.permissions import Actor
     from engine.runner import RunRequest
     from tests.helpers import write_pipeline
