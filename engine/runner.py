@@ -70,6 +70,8 @@ class RunRequest:
     # Called with the new run's id and connection inside the creating transaction
     # (e.g. to record an Idempotency-Key with the run, or fail and create nothing).
     on_created: Callable[[int, Any], Awaitable[None]] | None = None
+    # The run this one repeats (Slack's Rerun button).
+    rerun_of: int | None = None
 
 
 class CancelResult(StrEnum):
@@ -156,6 +158,7 @@ class Engine:
                 cicd_tool_id=request.cicd_tool_id,
                 owner=self.replica.id,
                 conn=conn,
+                rerun_of=request.rerun_of,
             )
             if request.on_created is not None:
                 await request.on_created(run.id, conn)
