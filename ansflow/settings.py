@@ -55,6 +55,13 @@ class Settings(BaseSettings):
     schedule_grace: float = Field(
         300.0, ge=0, le=366 * 86400, validation_alias=_env("ANSFLOW_SCHEDULE_GRACE")
     )
+    # -- per-run workspaces: where each run's local steps work, and how long they stay --
+    workspaces_dir: Path = Field(
+        Path("./workspaces"), validation_alias=_env("ANSFLOW_WORKSPACES_DIR")
+    )
+    workspaces_keep: float = Field(
+        86400.0, ge=0, le=10 * 365 * 86400, validation_alias=_env("ANSFLOW_WORKSPACES_KEEP")
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -15,6 +15,7 @@ from engine.masking import Masker
 from engine.replica import ReplicaRef
 from engine.runner import Engine
 from engine.signals import PgSignals
+from engine.workspaces import Workspaces
 
 
 @dataclass
@@ -28,6 +29,7 @@ class Core:
     replica: ReplicaRef
     keeper: LeaseKeeper
     signals: PgSignals | None
+    workspaces: Workspaces
 
     async def start(self) -> None:
         """Register this replica and take over what dead replicas left."""
@@ -38,6 +40,7 @@ class Core:
             self.signals.start()
             await self.signals.wait_listening(timeout=5.0)
         await self.keeper.start()
+        self.workspaces.start()
 
     async def drain(self, seconds: float) -> None:
         """Take no new work; let running local steps end for at most ``seconds``."""
@@ -48,6 +51,7 @@ class Core:
         """Stop local work (processes, timers), then hand the rest over (lease ends)."""
         await self.approvals.shutdown()
         await self.shell.shutdown()
+        await self.workspaces.close()
         await self.engine.close()
         await self.keeper.stop()
         if self.signals is not None:
@@ -62,6 +66,8 @@ def build_core(
     adopts: bool | None = None,
 ) -> Core:
     """``port``: where this process listens (``serve``); None for the terminal.
+    ``workdir``: the service's working directory, against which a relative
+    ``ANSFLOW_WORKSPACES_DIR`` is resolved (default: the process's own).
 
     ``adopts``: take over dead replicas' work (default: when serving).
     """
@@ -77,7 +83,13 @@ def build_core(
         admins=settings.admins,
         replica=replica,
     )
-    shell = ShellExecutor(masker, secrets, workdir=workdir)
+    root = settings.workspaces_dir
+    if workdir is not None and not root.is_absolute():
+        root = workdir / root
+    workspaces = Workspaces(root, settings.workspaces_keep)
+    shell = ShellExecutor(masker, secrets, workspaces=workspaces, bus=bus)
+    workspaces.busy = shell.busy_runs
+    bus.subscribe(workspaces.on_event)
     engine.register(shell, idle=shell.idle)
     approvals = ApprovalExecutor(bus)
     engine.register(approvals)
@@ -94,4 +106,5 @@ def build_core(
         replica=replica,
         keeper=keeper,
         signals=signals,
+        workspaces=workspaces,
     )

@@ -2,8 +2,10 @@
 
 ``on_event`` is an after-commit bus subscriber: it renders the event once,
 offers it to every client that may see the run with ``put_nowait`` and
-returns. A client whose queue is full is dropped (its connection aborted);
-the engine and the other clients never wait for it.
+returns. A ``step.log`` event (a running step's lines, already batched and
+bounded by the engine) goes only to clients that asked for logs. A client
+whose queue is full is dropped (its connection aborted); the engine and the
+other clients never wait for it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 
 from api.common import PipelineCache
 from api.render import event_json
-from engine.events import Event, RunFinished
+from engine.events import Event, RunFinished, StepLog
 from engine.permissions import Actor, may_view
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,7 @@ class Client:
     on_drop: Callable[[], None]
     dropped: bool = False
     received: int = 0
+    logs: bool = False  # wants step.log events
 
 
 class Hub:
@@ -42,8 +45,16 @@ class Hub:
         self.dropped = 0
         self.pipelines = PipelineCache()
 
-    def add(self, actor: Actor, run_id: int | None, on_drop: Callable[[], None]) -> Client:
-        client = Client(actor, run_id, asyncio.Queue(maxsize=self.queue_size), on_drop)
+    def add(
+        self,
+        actor: Actor,
+        run_id: int | None,
+        on_drop: Callable[[], None],
+        *,
+        logs: bool = False,
+    ) -> Client:
+        queue: asyncio.Queue[tuple[Event, str]] = asyncio.Queue(maxsize=self.queue_size)
+        client = Client(actor, run_id, queue, on_drop, logs=logs)
         self.clients.add(client)
         return client
 
@@ -55,8 +66,9 @@ class Hub:
             return
         text: str | None = None
         pipeline = None
+        is_log = isinstance(event, StepLog)
         for client in list(self.clients):
-            if client.dropped:
+            if client.dropped or (is_log and not client.logs):
                 continue
             if client.run_id is not None:
                 if client.run_id != event.run.id:
@@ -67,7 +79,8 @@ class Hub:
                 if not may_view(pipeline, event.run.triggered_by, client.actor, self.admins):
                     continue
             if text is None:
-                text = json.dumps(event_json(event))
+                body = log_json(event) if isinstance(event, StepLog) else event_json(event)
+                text = json.dumps(body)
             try:
                 client.queue.put_nowait((event, text))
                 client.received += 1
@@ -91,3 +104,14 @@ class Hub:
         for client in list(self.clients):
             client.on_drop()
         self.clients.clear()
+
+
+def log_json(event: StepLog) -> dict[str, object]:
+    """``{"type": "step.log", "execution_id", "step", "step_id", "lines"}``."""
+    return {
+        "type": event.type,
+        "execution_id": event.run.id,
+        "step": event.step_name,
+        "step_id": event.step_id,
+        "lines": list(event.lines),
+    }

@@ -87,7 +87,7 @@ _EXECUTION = {
 _CREATE = {
     "type": "object",
     "description": "Give `pipeline` (a name) or `pipeline_id` (the `id` that "
-    "GET /api/v1/pipelines/ shows: the 1-based position in the sorted names).",
+    "GET /api/v1/pipelines/ shows: given when the pipeline is first seen, never changed).",
     "additionalProperties": False,
     "properties": {
         "pipeline": {"type": "string", "minLength": 1},
@@ -129,7 +129,7 @@ _SCHEMAS: Json = {
         "type": "object",
         "required": ["id", "name", "parameters"],
         "properties": {
-            "id": {"type": "integer"},
+            "id": {"type": "integer", "description": "stable: kept if its file goes and returns"},
             "name": {"type": "string"},
             "description": nullable("string"),
             "channel": nullable("string"),

@@ -11,6 +11,7 @@ from api.common import core_of, json_object, path_id
 from api.errors import ApiError
 from api.render import iso, page_json, pipeline_json, tool_json
 from engine.permissions import may_run
+from engine.pipeline_ids import pipeline_ids
 from engine.schedules import next_fire_at
 from storage.models import CICDTool
 
@@ -18,17 +19,18 @@ TOOL_STATUSES = ("active", "inactive")
 
 
 async def list_pipelines(request: web.Request) -> web.Response:
-    """The pipelines the token's user may run; ``id`` is the 1-based sorted position."""
+    """The pipelines the token's user may run; ``id`` is stored and never changes."""
     engine = core_of(request).engine
     catalog = engine.source.catalog()
     actor = actor_of(request)
+    ids = await pipeline_ids(catalog.pipelines)
     now = datetime.now(UTC)
     results = [
         {
-            **pipeline_json(index, catalog.pipelines[name]),
+            **pipeline_json(ids[name], catalog.pipelines[name]),
             "next_fire_at": iso(next_fire_at(catalog.pipelines[name], now)),
         }
-        for index, name in enumerate(sorted(catalog.pipelines), start=1)
+        for name in sorted(catalog.pipelines)
         if may_run(catalog.pipelines[name], actor, engine.admins)
     ]
     return web.json_response(page_json(len(results), results, None, None))

@@ -19,6 +19,7 @@ from api.common import (
 from api.errors import ApiError
 from api.listing import list_runs
 from api.render import execution_json
+from engine.pipeline_ids import name_of, pipeline_ids
 from engine.runner import CancelResult, RunRequest
 from engine.snapshots import run_snapshot
 from storage.models import StepRun
@@ -26,9 +27,14 @@ from storage.models import StepRun
 BASE = "/api/v1/cicd/executions/"
 
 
-def pipeline_names(request: web.Request) -> list[str]:
-    """Every loaded pipeline's name, sorted: ``pipeline_id`` is a 1-based index into it."""
-    return sorted(core_of(request).engine.source.catalog().pipelines)
+async def pipeline_by_id(request: web.Request, pipeline_id: int) -> str:
+    """The loaded pipeline that was given ``pipeline_id`` (ids are stored, never reused)."""
+    names = core_of(request).engine.source.catalog().pipelines
+    await pipeline_ids(names)  # a pipeline never listed yet gets its id now
+    name = await name_of(pipeline_id)
+    if name is None or name not in names:
+        raise ApiError(404, f"There is no pipeline with id {pipeline_id}.")
+    return name
 
 
 async def create_execution(request: web.Request) -> web.Response:
@@ -41,10 +47,7 @@ async def create_execution(request: web.Request) -> web.Response:
             return await _replay(request, earlier)
     name = body.pipeline
     if body.pipeline_id is not None:
-        names = pipeline_names(request)
-        if body.pipeline_id > len(names):
-            raise ApiError(404, f"There is no pipeline with id {body.pipeline_id}.")
-        by_id = names[body.pipeline_id - 1]
+        by_id = await pipeline_by_id(request, body.pipeline_id)
         if name is not None and name != by_id:
             raise ApiError(
                 400, f"`pipeline` {name!r} and `pipeline_id` {body.pipeline_id} ({by_id!r}) differ."
@@ -97,7 +100,16 @@ async def cancel_execution(request: web.Request) -> web.Response:
 
 
 async def _log_of(request: web.Request, step: StepRun) -> str:
-    """A step's whole log: a Jenkins build's console read from Jenkins, else what is stored."""
+    """A step's whole log: a Jenkins build's console read from Jenkins, else what is stored.
+
+    A running local step's output so far is in its row (written every second or
+    so, whichever replica runs it); when it runs in this process, its output
+    as it stands right now.
+    """
+    if step.status == "running" and step.kind == "run":
+        live = core_of(request).shell.live_log(step.id)
+        if live is not None:
+            return live
     if step.kind == "jenkins":
         from ansflow.jenkins_setup import JENKINS
         from engine.jenkins.logs import jenkins_console

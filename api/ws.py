@@ -5,6 +5,11 @@ A connection gets a snapshot first, then one JSON message per engine event
 WebSocket ping/pong heartbeats. A single-run connection closes after sending
 the run's final event (or right after the snapshot if it had already ended).
 The token comes in the ``Authorization`` header or, for browsers, ``?token=``.
+
+A running step's output comes as ``{"type": "step.log", "step": NAME,
+"lines": [...]}`` events (masked; batched and bounded by the engine, a marker
+line standing for lines dropped): on a single-run connection unless
+``?logs=0``, on the all-runs stream only with ``?logs=1``.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from api.auth import actor_of
 from api.common import PipelineCache, approvals_of, core_of, path_id, visible_run
 from api.hub import Client, Hub
 from api.render import execution_json
-from engine.events import Event, RunFinished, RunSnapshot
+from engine.events import Event, RunFinished, RunSnapshot, StepLog
 from engine.permissions import may_view
 from engine.snapshots import run_snapshot
 from engine.state import RUN_ACTIVE, RUN_TERMINAL, RunStatus, StepStatus
@@ -55,6 +60,8 @@ def _covered(old: str, new: str) -> bool:
 
 def reflected(event: Event, snapshot: RunSnapshot) -> bool:
     """Did ``snapshot`` (read after ``event`` was queued) already show this change?"""
+    if isinstance(event, StepLog):
+        return False  # new lines: never in a snapshot
     step = getattr(event, "step", None)
     if step is not None:
         now = snapshot.step(step.id)
@@ -136,7 +143,7 @@ async def _serve(request: web.Request, run_id: int | None) -> web.WebSocketRespo
             transport.abort()
 
     # Registered before the snapshot is read, so no event falls in between.
-    client = hub.add(actor_of(request), run_id, drop)
+    client = hub.add(actor_of(request), run_id, drop, logs=wants_logs(request, run_id))
     try:
         if run_id is not None:
             writer = _write_single(ws, client, run_id)
@@ -151,6 +158,13 @@ async def _serve(request: web.Request, run_id: int | None) -> web.WebSocketRespo
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     return ws
+
+
+def wants_logs(request: web.Request, run_id: int | None) -> bool:
+    value = request.query.get("logs")
+    if value is None:
+        return run_id is not None
+    return value.strip().lower() not in ("0", "false", "no", "off")
 
 
 async def _then_close(ws: web.WebSocketResponse, writer: Coroutine[Any, Any, None]) -> None:

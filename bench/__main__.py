@@ -15,6 +15,7 @@ MODULES = [
     "bench.bench_api",
     "bench.bench_api_resilience",
     "bench.bench_triggers",
+    "bench.bench_slack_home",
     "bench.bench_soak",
 ]
 

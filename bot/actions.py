@@ -32,6 +32,9 @@ class Click:
     block_id: str
     message_ts: str | None
     response_url: str | None
+    trigger_id: str | None = None
+    # "message" (a button in a channel) or "view" (the App Home, a modal: no channel).
+    container_type: str = "message"
 
     @property
     def actor(self) -> Actor:
@@ -55,6 +58,8 @@ def click_of(body: dict[str, Any]) -> Click:
         block_id=str(action.get("block_id") or ""),
         message_ts=message.get("ts") or container.get("message_ts"),
         response_url=body.get("response_url"),
+        trigger_id=body.get("trigger_id"),
+        container_type=str(container.get("type") or "message"),
     )
 
 

@@ -7,6 +7,11 @@ here first (401 and nothing else on failure: missing or wrong signature,
 timestamp more than five minutes off), the body is parsed by
 :func:`parse_body`, and Bolt gets a request whose ``body`` is already right.
 Bolt's own signature verification still runs on the raw body.
+
+After the signature, the Events API's ``url_verification`` challenge is
+answered here. Nothing here touches the database, so Slack's ack never waits
+for it: that a request acts once is decided by the listeners, after the ack
+(``bot.once``).
 """
 
 from __future__ import annotations
@@ -66,6 +71,9 @@ def events_handler(bolt: AsyncApp, signing_secret: str) -> Handler:
             bolt_request.body = parse_body(raw, bolt_request.content_type)
         except ValueError:
             return web.Response(status=400, text="malformed request body")
+        body = bolt_request.body
+        if body.get("type") == "url_verification":
+            return web.json_response({"challenge": str(body.get("challenge") or "")})
         bolt_request.context = build_async_context(AsyncBoltContext({}), bolt_request.body)
         response = await bolt.async_dispatch(bolt_request)
         return await to_aiohttp_response(response)

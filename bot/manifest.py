@@ -19,14 +19,19 @@ BOT_SCOPES = [
     "channels:history",
     "groups:history",
     "users:read",
+    "im:write",
 ]
+BOT_EVENTS = ["app_home_opened"]
 HEADER = """\
 # Slack app manifest for AnsFlow ChatOps.
 # Print it for your host with `ansflow manifest --url https://your-host`
 # (or `ansflow manifest --socket-mode` for Socket Mode: no public URL, needs
 # an app-level token with connections:write as SLACK_APP_TOKEN).
 # channels:history / groups:history are only used to avoid double posts
-# after a crash; files:write uploads long failure logs into the run thread.
+# after a crash; files:write uploads long failure logs into the run thread;
+# im:write opens the direct message a run started from the Home tab posts in
+# (when its pipeline has no channel). The Home tab is published on
+# app_home_opened, delivered to the same Request URL.
 """
 
 
@@ -39,9 +44,11 @@ def manifest(url: str | None = EXAMPLE_URL, socket_mode: bool = False) -> dict[s
         "should_escape": False,
     }
     interactivity: dict[str, Any] = {"is_enabled": True}
+    events: dict[str, Any] = {"bot_events": list(BOT_EVENTS)}
     if endpoint is not None:
         command["url"] = endpoint
         interactivity["request_url"] = endpoint
+        events = {"request_url": endpoint, **events}
     return {
         "_metadata": {"major_version": 1, "minor_version": 1},
         "display_information": {
@@ -50,11 +57,17 @@ def manifest(url: str | None = EXAMPLE_URL, socket_mode: bool = False) -> dict[s
             "background_color": "#1d3557",
         },
         "features": {
+            "app_home": {
+                "home_tab_enabled": True,
+                "messages_tab_enabled": True,
+                "messages_tab_read_only_enabled": False,
+            },
             "bot_user": {"display_name": "ansflow", "always_online": True},
             "slash_commands": [command],
         },
         "oauth_config": {"scopes": {"bot": list(BOT_SCOPES)}},
         "settings": {
+            "event_subscriptions": events,
             "interactivity": interactivity,
             "org_deploy_enabled": False,
             "socket_mode_enabled": socket_mode,

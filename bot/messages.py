@@ -231,6 +231,10 @@ def logs_whole() -> str:
     return "This is the whole log."
 
 
+def logs_so_far() -> str:
+    return "The step is still running: this is its output so far. Ask again to see more."
+
+
 def logs_no_step(run_id: int) -> str:
     return f"Run #{run_id} has not started any step yet."
 
@@ -245,7 +249,10 @@ USAGE: dict[str, str] = {
 }
 
 _DESCRIPTIONS: dict[str, str] = {
-    "run": 'start a pipeline; quote values with spaces: `msg="two words"`',
+    "run": (
+        'start a pipeline; quote values with spaces: `msg="two words"`. '
+        "Values left out open a form; `/ansflow run` alone lets you pick the pipeline"
+    ),
     "status": "one run in detail, or your recent runs",
     "cancel": "cancel a run (its starter, its approvers and admins)",
     "logs": "the end of a step's log (default: the failed or latest step)",
@@ -296,3 +303,146 @@ def approval_recorded(decision: str, remaining: int) -> str:
 
 def approval_bad_button() -> str:
     return "This button is not one of ours any more; use `/ansflow status` to see the run."
+
+
+# ---- the parameter form, Rerun, the App Home (issue 11) -------------------------
+
+RERUN_BUTTON = "Rerun"
+RUN_BUTTON = "Run"
+FORM_TITLE = "Run a pipeline"
+PICKER_TITLE = "Choose a pipeline"
+FORM_SUBMIT = "Run"
+PICKER_SUBMIT = "Next"
+FORM_CLOSE = "Cancel"
+NOTICE_TITLE = "AnsFlow"
+NOTICE_CLOSE = "Close"
+PICKER_LABEL = "Pipeline"
+
+
+def database_down() -> str:
+    return "The service cannot reach its database right now; try again shortly."
+
+
+def no_such_pipeline(name: str, close: list[str], runnable: list[str]) -> str:
+    shown = f"There is no pipeline named `{name}`."
+    if close:
+        return shown + " Did you mean " + ", ".join(f"`{c}`" for c in close) + "?"
+    if runnable:
+        listed = ", ".join(f"`{p}`" for p in runnable[:15])
+        more = f" and {len(runnable) - 15} more (`/ansflow list`)" if len(runnable) > 15 else ""
+        return f"{shown} Pipelines you may run here: {listed}{more}."
+    return f"{shown} See `/ansflow list` for the pipelines you may run here."
+
+
+def rerun_of(run_id: int) -> str:
+    return f"rerun of #{run_id}"
+
+
+def rerun_already(run_id: int | None) -> str:
+    if run_id is None:
+        return "You just pressed Rerun on this run; one rerun is starting."
+    return f"You already reran this run: #{run_id}."
+
+
+def rerun_not_finished(run_id: int) -> str:
+    return f"Run #{run_id} has not ended yet; Rerun is for finished runs."
+
+
+def form_intro(pipeline: str, description: str | None) -> str:
+    return f"*{pipeline}*" + (f" — {description}" if description else "")
+
+
+def form_where(channel: str | None) -> str:
+    if channel:
+        return f"The run will post in <#{channel}>."
+    return "The run will post in your direct messages with the bot."
+
+
+def form_hint(description: str | None, pattern: str | None, choices: list[str] | None) -> str:
+    parts = [description] if description else []
+    if pattern:
+        parts.append(f"Must match the pattern {pattern}")
+    if choices:
+        parts.append("One of: " + ", ".join(choices))
+    return ". ".join(parts)
+
+
+def form_no_parameters() -> str:
+    return "This pipeline takes no parameters."
+
+
+def form_too_big(pipeline: str, count: int) -> str:
+    return (
+        f"`{pipeline}` has {count} parameters, more than a Slack form can hold. "
+        f"Start it with `/ansflow run {pipeline} key=value …` instead (`/ansflow list` shows them)."
+    )
+
+
+def form_stale() -> str:
+    return "This form is no longer valid. Open it again with `/ansflow run`."
+
+
+def form_pipeline_gone(name: str) -> str:
+    return f"The pipeline `{name}` no longer exists. See `/ansflow list`."
+
+
+def picker_more(count: int) -> str:
+    return f"{count} more are not shown here: start them with `/ansflow run PIPELINE`."
+
+
+def picker_none() -> str:
+    return "There are no pipelines you may run here."
+
+
+def home_title() -> str:
+    return "AnsFlow"
+
+
+def home_pipelines_title() -> str:
+    return "*Pipelines you may run*"
+
+
+def home_no_pipelines() -> str:
+    return "_There are no pipelines you may run from here._"
+
+
+def home_more_pipelines(count: int) -> str:
+    return f"{count} more: see `/ansflow list`."
+
+
+def home_runs_title() -> str:
+    return "*Your recent runs*"
+
+
+def home_no_runs() -> str:
+    return "_You have not started any runs yet._"
+
+
+def home_approvals_title() -> str:
+    return "*Waiting for your approval*"
+
+
+def home_no_approvals() -> str:
+    return "_Nothing is waiting for your approval._"
+
+
+def home_more_approvals(count: int) -> str:
+    return f"{count} more are waiting: see the run threads."
+
+
+def home_approval(step: str, pipeline: str, run_id: int, by: str) -> str:
+    return f":raised_hand: *{step}* of *{pipeline} #{run_id}* (started by {user(by)})"
+
+
+def home_run_where(channel: str | None) -> str:
+    return f"posts in <#{channel}>" if channel else "posts in your DM"
+
+
+def form_not_opened(code: str) -> str:
+    if code in ("expired_trigger_id", "exchanged_trigger_id", "invalid_trigger_id"):
+        return "Slack did not let the form open in time. Please run the command again."
+    return f"The form could not be opened ({code}). Please try again."
+
+
+def picker_none_chosen() -> str:
+    return "Choose a pipeline."

@@ -43,6 +43,7 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.home import HOME_PUBLISH, HomePublisher, deliver_home
 from bot.outbox import FILE, POST_KINDS, REPLY, REPLY_UPDATE, ROOT_POST, ROOT_UPDATE
 from bot.outcomes import (
     IN_FLIGHT,
@@ -164,6 +165,8 @@ class Notifier:
         self._threads: dict[int, tuple[str, str]] = {}
         self._main: asyncio.Task[None] | None = None
         self._stopping = False
+        # Renders and publishes a person's App Home (``home_publish`` rows).
+        self.home: HomePublisher | None = None
 
     # ---- lifecycle ---------------------------------------------------------
 
@@ -328,6 +331,8 @@ class Notifier:
         await self._delivered(fresh, ts, channel)
 
     async def _deliver(self, row: OutboxMessage) -> tuple[str | None, str]:
+        if row.kind == HOME_PUBLISH:
+            return await deliver_home(self.home, row)
         payload: dict[str, Any] = dict(row.payload)
         metadata = {
             "event_type": METADATA_TYPE,

@@ -33,6 +33,7 @@ from engine.events import (
     RunSnapshot,
     RunStarted,
     StepFinished,
+    StepLog,
     StepSnapshot,
     StepStarted,
     StepUpdated,
@@ -61,8 +62,8 @@ def step_key(step_id: int) -> str:
 async def write_outbox(event: Event, conn: BaseDBAsyncClient) -> None:
     """The in-transaction subscriber: every Slack message ``event`` causes, as rows."""
     run = event.run
-    if not run.channel_id:
-        return
+    if not run.channel_id or isinstance(event, StepLog):
+        return  # a step's output lines are for the logs route and the WebSocket only
     await _root(
         run,
         conn,
@@ -164,12 +165,12 @@ async def _rewrite(conn: BaseDBAsyncClient, key: str, payload: dict[str, Any]) -
 async def _root(
     run: RunSnapshot, conn: BaseDBAsyncClient, *, cancelling_by: str | None, first: bool
 ) -> None:
-    if cancelling_by is None and run.status not in RUN_TERMINAL:
-        rows = (
-            await Run.filter(id=run.id).using_db(conn).values_list("cancel_requested_by", flat=True)
-        )
-        cancelling_by = str(rows[0]) if rows and rows[0] else None
-    payload = views.run_card(run, now(), cancelling_by).as_args()
+    rows = await Run.filter(id=run.id).using_db(conn).values_list("cancel_requested_by", "rerun_of")
+    stored_by, rerun_of = rows[0] if rows else (None, None)
+    if cancelling_by is None and run.status not in RUN_TERMINAL and stored_by:
+        cancelling_by = str(stored_by)
+    repeats = int(rerun_of) if rerun_of is not None else None
+    payload = views.run_card(run, now(), cancelling_by, repeats).as_args()
     key = root_key(run.id)
     if await _rewrite(conn, key, payload):
         return

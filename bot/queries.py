@@ -15,3 +15,9 @@ async def recent_runs_of(user_id: str, limit: int) -> list[RunSnapshot]:
 async def log_attached(step_id: int) -> bool:
     """Whether the step's whole log was (or is being) uploaded to its run's thread."""
     return await OutboxMessage.filter(kind="file", step_id=step_id).exclude(state="dead").exists()
+
+
+async def rerun_of(run_id: int) -> int | None:
+    """The run ``run_id`` repeats (its Rerun button), if any."""
+    rows = await Run.filter(id=run_id).values_list("rerun_of", flat=True)
+    return int(rows[0]) if rows and rows[0] is not None else None  # type: ignore[call-overload]

@@ -1,9 +1,8 @@
 """The Slack bot inside ``ansflow serve``: Web API client, Bolt app, listeners, notifier.
 
-Every command and click is acknowledged first (Bolt sends the HTTP answer the
-moment ``ack()`` runs) and handled in a background task afterwards; its
-private reply goes to the asker only (``chat.postEphemeral``, else the
-``response_url``).
+Every command and click is acknowledged first and handled in a background
+task afterwards (``bot.listeners``); its private reply goes to the asker only
+(``bot.replies``).
 """
 
 from __future__ import annotations
@@ -22,15 +21,21 @@ from slack_bolt.middleware.authorization.async_single_team_authorization import 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
-from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from ansflow.wiring import Core
-from bot.actions import ACTIONS, ActionHandler, Click, click_of
-from bot.commands import CommandEnv, Invocation, dispatch, guarded
+from bot.actions import ACTIONS, ActionHandler
+from bot.commands import CommandEnv, guarded
 from bot.endpoint import Handler, events_handler
 from bot.errors import SlackStartupError
+from bot.forms import Forms
+from bot.home import HomePublisher
+from bot.home_actions import home_run_clicked
+from bot.home_views import HOME_RUN_ACTION_ID
+from bot.listeners import Listeners
 from bot.notifier import Notifier, Pacing
-from bot.views import Message
+from bot.replies import Replies
+from bot.rerun import rerun_clicked
+from bot.views import RERUN_ACTION_ID, Message
 from engine.events import Event
 from storage.models import StepRun
 
@@ -54,7 +59,6 @@ class SlackBot:
         settings = core.settings
         assert settings.slack_bot_token is not None
         self.core = core
-        self.env = CommandEnv(engine=core.engine, jenkins_console=jenkins_console)
         self.base_url = api_base(settings.slack_api_url)
         self.client = AsyncWebClient(
             token=settings.slack_bot_token.get_secret_value(),
@@ -68,6 +72,16 @@ class SlackBot:
         )
         pacing = pacing or Pacing(lease_seconds=settings.lease_seconds)
         self.notifier = Notifier(self.client, pacing, owner=core.replica.id)
+        self.home = HomePublisher(self.client, core.engine)
+        self.notifier.home = self.home
+        # Signs the forms' private_metadata (Socket Mode may have no signing secret).
+        key = self.signing_secret or settings.slack_bot_token.get_secret_value()
+        self.forms = Forms(self.client, core.engine, key.encode(), self._run_for)
+        self.env = CommandEnv(
+            engine=core.engine, jenkins_console=jenkins_console, modals=self.forms
+        )
+        self.replies = Replies(self.client)
+        self.listeners = Listeners(self.env, self.forms, self.home, self.replies, self.spawn)
         self.bolt: AsyncApp | None = None
         self._http: Handler | None = None
         self._socket: Any = None
@@ -123,9 +137,12 @@ class SlackBot:
             for middleware in bolt._async_middleware_list:  # no second auth.test per process
                 if isinstance(middleware, AsyncSingleTeamAuthorization):
                     middleware.auth_test_result = identity
-        bolt.command("/ansflow")(self._command_listener())
-        for action_id, handler in ACTIONS.items():
-            bolt.action(action_id)(self._action_listener(handler))
+        buttons: dict[str, ActionHandler] = {
+            **ACTIONS,
+            RERUN_ACTION_ID: rerun_clicked,
+            HOME_RUN_ACTION_ID: home_run_clicked,
+        }
+        self.listeners.register(bolt, buttons)
         return bolt
 
     async def _open_socket_mode(self) -> None:
@@ -163,41 +180,21 @@ class SlackBot:
         return await self._http(request)
 
     def on_event(self, event: Event) -> None:
-        if event.run.channel_id:
-            self.notifier.poke()
+        self.notifier.poke()  # run cards, and Home republishes of runs without a channel
 
-    # ---- listeners: ack first, work after -------------------------------------
-
-    def _command_listener(self) -> Any:
-        async def on_command(ack: Any, body: dict[str, Any]) -> None:
-            await ack()
-            call = Invocation(
-                user_id=str(body.get("user_id") or ""),
-                channel_id=str(body.get("channel_id") or ""),
-                text=str(body.get("text") or ""),
-                response_url=body.get("response_url"),
-            )
-            self.spawn(self._answer_command(call))
-
-        return on_command
-
-    def _action_listener(self, handler: ActionHandler) -> Any:
-        async def on_action(ack: Any, body: dict[str, Any]) -> None:
-            await ack()
-            self.spawn(self._answer_click(click_of(body), handler))
-
-        return on_action
-
-    async def _answer_command(self, call: Invocation) -> None:
-        reply = await dispatch(self.env, call)
+    async def _run_for(
+        self,
+        user: str,
+        channel: str | None,
+        start: Callable[[str], Awaitable[Message | None]],
+    ) -> None:
+        """Start a run submitted from a form; ``channel`` None: the person's DM."""
+        where = channel or await self.replies.dm(user)
+        if where is None:
+            return
+        reply = await guarded(start(where), what=f"form run by {user}")
         if reply is not None:
-            await self.tell(call.user_id, call.channel_id, call.response_url, reply)
-
-    async def _answer_click(self, click: Click, handler: ActionHandler) -> None:
-        what = f"button {click.action_id}={click.value!r} by {click.user_id}"
-        reply = await guarded(handler(self.env, click), what=what)
-        if reply is not None:
-            await self.tell(click.user_id, click.channel_id, click.response_url, reply)
+            await self.replies.tell(user, where, None, reply)
 
     def spawn(self, work: Awaitable[None]) -> None:
         async def run() -> None:
@@ -211,24 +208,3 @@ class SlackBot:
         task = asyncio.ensure_future(run())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    async def tell(
-        self, user_id: str, channel_id: str, response_url: str | None, message: Message
-    ) -> None:
-        """Show ``message`` to ``user_id`` only."""
-        try:
-            await self.client.chat_postEphemeral(
-                channel=channel_id, user=user_id, **message.as_args()
-            )
-            return
-        except (SlackApiError, TimeoutError, aiohttp.ClientError) as err:
-            failure = err
-        if not response_url:
-            log.warning("could not answer %s privately: %s", user_id, failure)
-            return
-        try:
-            await AsyncWebhookClient(response_url, timeout=API_TIMEOUT).send(
-                response_type="ephemeral", replace_original=False, **message.as_args()
-            )
-        except (TimeoutError, aiohttp.ClientError) as err:
-            log.warning("could not answer %s privately: %s; %s", user_id, failure, err)

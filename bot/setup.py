@@ -14,6 +14,7 @@ from aiohttp import web
 from ansflow.jenkins_setup import JENKINS
 from ansflow.wiring import Core
 from bot.approval_outbox import write_approval_outbox
+from bot.home import write_home_outbox
 from bot.outbox import write_outbox
 from bot.service import SlackBot
 from engine.jenkins.logs import jenkins_console
@@ -48,6 +49,7 @@ def setup_slack(app: web.Application, core: Core) -> None:
     app[SLACK_BOT] = bot
     core.bus.subscribe_in_tx(write_outbox)
     core.bus.subscribe_in_tx(write_approval_outbox)
+    core.bus.subscribe_in_tx(write_home_outbox)
     core.bus.subscribe(bot.on_event)
     if bot.signing_secret:
         app.router.add_post("/slack/events", bot.handle_http)

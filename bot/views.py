@@ -25,6 +25,7 @@ CANCEL_ACTION_ID = "cancel_run"
 # Issue 4 adds approval buttons with these action ids.
 APPROVE_ACTION_ID = "approval_approve"
 REJECT_ACTION_ID = "approval_reject"
+RERUN_ACTION_ID = "rerun_run"
 
 Block = dict[str, Any]
 
@@ -35,6 +36,8 @@ class Message:
     blocks: list[Block] = field(default_factory=list)
 
     def as_args(self) -> dict[str, Any]:
+        if not self.blocks:
+            return {"text": self.text}
         return {"text": self.text, "blocks": self.blocks[:MAX_BLOCKS]}
 
 
@@ -93,7 +96,14 @@ def _step_seconds(step: StepSnapshot) -> float | None:
 
 
 def _steps_summary(steps: Iterable[StepSnapshot]) -> str:
-    return "\n".join(say.step_line(s.name, s.status, _step_seconds(s)) for s in steps)
+    return "\n".join(_summary_line(s) for s in steps)
+
+
+def _summary_line(step: StepSnapshot) -> str:
+    line = say.step_line(step.name, step.status, _step_seconds(step))
+    if step.reason and step.status == StepStatus.RUNNING:  # e.g. "Jenkins … unreachable"
+        line += " · " + say.step_reason(escape(step.reason))
+    return line
 
 
 def cancel_button(run_id: int) -> Block:
@@ -119,20 +129,37 @@ def cancel_button(run_id: int) -> Block:
     }
 
 
-def run_card(run: RunSnapshot, now: datetime, cancelling_by: str | None = None) -> Message:
-    """The root message: pipeline, parameters, who, live status, elapsed, Cancel while active."""
+def rerun_button(run_id: int) -> Block:
+    return {
+        "type": "actions",
+        "block_id": f"run_actions:{run_id}",
+        "elements": [
+            {
+                "type": "button",
+                "action_id": RERUN_ACTION_ID,
+                "value": str(run_id),
+                "text": {"type": "plain_text", "text": say.RERUN_BUTTON},
+            }
+        ],
+    }
+
+
+def run_card(
+    run: RunSnapshot,
+    now: datetime,
+    cancelling_by: str | None = None,
+    rerun_of: int | None = None,
+) -> Message:
+    """The root message: pipeline, parameters, who, live status, elapsed; Cancel while
+    active, Rerun once finished; ``rerun_of`` names the run this one repeats."""
     finished = run.status in RUN_TERMINAL
+    facts = [say.started_by(run.triggered_by, run.source)]
+    if rerun_of is not None:
+        facts.append(say.rerun_of(rerun_of))
+    facts += [say.elapsed(_elapsed(run, now), finished), _parameters(run.parameters)]
     blocks: list[Block] = [
         section(say.run_headline(run.pipeline, run.id, run.status)),
-        context(
-            " · ".join(
-                [
-                    say.started_by(run.triggered_by, run.source),
-                    say.elapsed(_elapsed(run, now), finished),
-                    _parameters(run.parameters),
-                ]
-            )
-        ),
+        context(" · ".join(facts)),
     ]
     if run.status.value == "queued" and run.queued_behind is not None:
         blocks.append(context(say.queued_behind(run.queued_behind)))
@@ -145,6 +172,8 @@ def run_card(run: RunSnapshot, now: datetime, cancelling_by: str | None = None) 
             blocks.append(context(say.cancelling(cancelling_by)))
         else:
             blocks.append(cancel_button(run.id))
+    else:
+        blocks.append(rerun_button(run.id))
     return Message(say.run_fallback(run.pipeline, run.id, run.status), blocks)
 
 
@@ -188,9 +217,9 @@ def completion(run: RunSnapshot) -> Message:
     return Message(text, blocks)
 
 
-def run_detail(run: RunSnapshot, now: datetime) -> Message:
+def run_detail(run: RunSnapshot, now: datetime, rerun_of: int | None = None) -> Message:
     """``/ansflow status ID``: the card without buttons, plus each step's reason."""
-    card = run_card(run, now)
+    card = run_card(run, now, rerun_of=rerun_of)
     blocks = [b for b in card.blocks if b.get("type") != "actions"]
     return Message(card.text, blocks)
 
@@ -243,16 +272,21 @@ def pipeline_list(
     return Message(f"Pipelines you may run: {names}"[:SECTION_LIMIT], blocks)
 
 
-def log_view(run_id: int, step: StepSnapshot, text: str, whole: bool, attached: bool) -> Message:
+def log_view(
+    run_id: int, step: StepSnapshot, text: str, whole: bool, attached: bool, running: bool = False
+) -> Message:
     header = say.step_line(escape(step.name), step.status, _step_seconds(step))
     if not text.strip():
         return Message(
             say.logs_empty(step.name), [section(header), context(say.logs_empty(step.name))]
         )
     note = say.logs_whole() if whole else say.logs_rest(run_id, step.name, attached)
+    if running:
+        note = say.logs_so_far()
     blocks = [section(f"Run #{run_id} · {header}"), section(code_block(text)), context(note)]
     return Message(f"Log of {step.name} (run #{run_id})", blocks)
 
 
 def plain(text: str) -> Message:
-    return Message(text, [section(text)])
+    """A private answer: its text once (Slack shows ``text`` when there are no blocks)."""
+    return Message(text)

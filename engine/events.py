@@ -135,6 +135,19 @@ class RunFinished(Event):
     pass
 
 
+@dataclass(frozen=True)
+class StepLog(Event):
+    """Lines a running step printed, masked, batched and bounded (``engine.output``).
+
+    Published after commit only (nothing is stored with it), so in-transaction
+    subscribers never see it. ``run`` is the run as it was when the step started.
+    """
+
+    step_id: int = 0
+    step_name: str = ""
+    lines: tuple[str, ...] = ()
+
+
 _EVENT_NAMES: dict[type[Event], str] = {
     RunStarted: "run.started",
     RunStatusChanged: "run.status",
@@ -145,6 +158,7 @@ _EVENT_NAMES: dict[type[Event], str] = {
     ApprovalRequested: "approval.requested",
     ApprovalDecided: "approval.decided",
     RunFinished: "run.finished",
+    StepLog: "step.log",
 }
 
 InTxHandler = Callable[[Event, Any], Awaitable[None]]

@@ -24,5 +24,19 @@ class Masker:
                 text = text.replace(secret, MASK)
         return text
 
+    def held_back(self, text: str) -> int:
+        """How many characters at the end of ``text`` could be the start of a secret.
+
+        Output shown while a step still runs withholds them: the next chunk may
+        complete the secret, and half a secret must not be shown either.
+        """
+        held = 0
+        for secret in self._secrets:
+            for size in range(min(len(secret) - 1, len(text)), held, -1):
+                if text.endswith(secret[:size]):
+                    held = size
+                    break
+        return held
+
     def __len__(self) -> int:
         return len(self._secrets)

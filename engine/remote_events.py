@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 
-from engine.events import Event, event_class
+from engine.events import Event, StepLog, event_class
 from engine.snapshots import run_snapshot
 from storage import runs as store
 
 
 async def rebuild(run_id: int, event_type: str, step_id: int | None) -> Event | None:
     cls = event_class(event_type)
-    if cls is None:
+    if cls is None or cls is StepLog:
         return None
     run = await store.read_run(run_id)
     if run is None:

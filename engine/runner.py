@@ -36,8 +36,8 @@ from engine.events import (
     StepUpdated,
 )
 from engine.executors.base import Executor, NotSupportedExecutor, StepContext, StepOutcome
-from engine.executors.shell import tail_of
 from engine.outcomes import PendingOutcomes
+from engine.output import tail_of
 from engine.params import resolve_parameters
 from engine.permissions import Actor, cancel_refusal, run_refusal
 from engine.pipelines import JenkinsSpec, Pipeline
@@ -70,6 +70,8 @@ class RunRequest:
     # Called with the new run's id and connection inside the creating transaction
     # (e.g. to record an Idempotency-Key with the run, or fail and create nothing).
     on_created: Callable[[int, Any], Awaitable[None]] | None = None
+    # The run this one repeats (Slack's Rerun button).
+    rerun_of: int | None = None
 
 
 class CancelResult(StrEnum):
@@ -156,6 +158,7 @@ class Engine:
                 cicd_tool_id=request.cicd_tool_id,
                 owner=self.replica.id,
                 conn=conn,
+                rerun_of=request.rerun_of,
             )
             if request.on_created is not None:
                 await request.on_created(run.id, conn)
@@ -428,6 +431,7 @@ class Engine:
             external_state=step.external_state,
             finish=finish,
             update=update,
+            run=run_snapshot(run, ()),
         )
 
     async def finish_step(self, run_id: int, step_id: int, outcome: StepOutcome) -> bool:
@@ -483,8 +487,12 @@ class Engine:
         return won
 
     async def update_step(self, run_id: int, step_id: int, **fields: Any) -> None:
-        """Store non-status fields of a step; announce those a person would see."""
-        if "external_url" not in fields:
+        """Store non-status fields of a step; announce those a person would see.
+
+        Seen: a new ``external_url`` (the build link), a new ``reason`` while the
+        step runs (e.g. "Jenkins unreachable; retrying", or its clearing).
+        """
+        if "external_url" not in fields and "reason" not in fields:
             await StepRun.filter(id=step_id).update(**fields)
             return
         run = await store.read_run(run_id)
@@ -494,7 +502,10 @@ class Engine:
         step = next((s for s in steps if s.id == step_id), None)
         if step is None:
             return
-        visible = "external_url" in fields and fields["external_url"] != step.external_url
+        visible = any(
+            name in fields and fields[name] != getattr(step, name)
+            for name in ("external_url", "reason")
+        )
         async with self._tx() as conn:
             await store.update_step_fields(step, conn, **fields)
             event = StepUpdated(run=run_snapshot(run, steps), step=step_snapshot(step))

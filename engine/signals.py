@@ -20,7 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from engine.events import Event
+from engine.events import Event, StepLog
 from engine.replica import ReplicaRef
 from storage.notify import Listener, notify
 from storage.outage import is_database_outage
@@ -93,7 +93,13 @@ class PgSignals:
         await self._send(encode_event(self.replica.id, run_id, event_type, step_id))
 
     async def on_local_event(self, event: Event) -> None:
-        """After-commit bus subscriber: tell the other replicas."""
+        """After-commit bus subscriber: tell the other replicas of status changes.
+
+        Live log lines stay local: other replicas read a running step's output
+        from its row, which the step's own replica flushes every second.
+        """
+        if isinstance(event, StepLog):
+            return
         step = getattr(event, "step", None)
         await self.event(event.run.id, event.type, step.id if step is not None else None)
 

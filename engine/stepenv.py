@@ -31,6 +31,7 @@ def step_environment(
     step: str,
     triggered_by: str,
     secrets: list[str],
+    workspace: str | None = None,
 ) -> dict[str, str]:
     env = base_environment()
     env.update(pipeline_env)
@@ -44,6 +45,8 @@ def step_environment(
             "ANSFLOW_TRIGGERED_BY": triggered_by,
         }
     )
+    if workspace is not None:
+        env["ANSFLOW_WORKSPACE"] = workspace  # the run's own working directory
     # Defence in depth: even a pass-through name never carries a service secret.
     secret_set = {s for s in secrets if s}
     return {k: v for k, v in env.items() if v not in secret_set}

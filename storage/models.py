@@ -58,6 +58,8 @@ class Run(Model):
     concurrency_group = fields.CharField(max_length=200, null=True, db_index=True)
     # While ``queued``: the run it waits behind.
     queued_behind = fields.IntField(null=True)
+    # Slack (issue 11): the run this one repeats (the Rerun button).
+    rerun_of = fields.IntField(null=True)
 
     class Meta:
         table = "run"
@@ -288,3 +290,44 @@ class ConcurrencyGroup(Model):
 
     class Meta:
         table = "concurrency_group"
+
+
+# ---- Stable pipeline ids (a pipeline keeps its id, whatever files come and go) ----
+
+
+class PipelineRecord(Model):
+    """A pipeline name seen once: its ``id`` (API ``pipeline_id``) never changes."""
+
+    id = fields.IntField(primary_key=True)
+    name = fields.CharField(max_length=80, unique=True)
+    first_seen_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "pipeline_record"
+
+
+# ---- Slack: once-only clicks and the App Home (issue 11) ---------------------------
+
+
+class SlackClaim(Model):
+    """A Slack action taken once service-wide: the first insert of its key wins."""
+
+    # e.g. ``rerun:{run}:{user}`` (bot/rerun.py); single-line docstring: it is
+    # the table comment, and multi-line comments break SQLite's DDL.
+
+    key = fields.CharField(max_length=128, primary_key=True)
+    run_id = fields.IntField(null=True)
+    claimed_at = fields.DatetimeField()
+
+    class Meta:
+        table = "slack_claim"
+
+
+class HomeViewer(Model):
+    """Someone who has opened the app's Home tab: their Home is republished on changes."""
+
+    user_id = fields.CharField(max_length=64, primary_key=True)
+    opened_at = fields.DatetimeField()
+
+    class Meta:
+        table = "home_viewer"

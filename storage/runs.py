@@ -33,6 +33,7 @@ async def create_run(
     cicd_tool_id: int | None,
     conn: BaseDBAsyncClient,
     owner: str | None = None,
+    rerun_of: int | None = None,
 ) -> tuple[Run, list[StepRun]]:
     """Create a pending run and its pending steps (``(path, name, kind)``) in ``conn``."""
     run = await Run.create(
@@ -46,6 +47,7 @@ async def create_run(
         channel_id=channel_id,
         cicd_tool_id=cicd_tool_id,
         owner=owner,
+        rerun_of=rerun_of,
         using_db=conn,
     )
     rows = [

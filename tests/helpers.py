@@ -20,7 +20,12 @@ T = TypeVar("T")
 
 
 def make_settings(database_url: str, pipelines_dir: Path, **env: str) -> Settings:
-    values = {"ANSFLOW_DATABASE_URL": database_url, "ANSFLOW_PIPELINES_DIR": str(pipelines_dir)}
+    values = {
+        "ANSFLOW_DATABASE_URL": database_url,
+        "ANSFLOW_PIPELINES_DIR": str(pipelines_dir),
+        # Never the repository's own ./workspaces: next to the test's pipelines.
+        "ANSFLOW_WORKSPACES_DIR": str(pipelines_dir.parent / "workspaces"),
+    }
     values.update(env)
     return load_settings(values)
 

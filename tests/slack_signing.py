@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -50,7 +51,15 @@ def signed_headers(body: str, secret: str = SECRET, timestamp: int | None = None
     }
 
 
-def command_body(text: str, user: str = ALICE, channel: str = CHANNEL) -> str:
+def new_trigger() -> str:
+    """A trigger_id the fake Slack does not know (views.open refuses it)."""
+    return f"9.{uuid.uuid4().hex}"
+
+
+def command_body(
+    text: str, user: str = ALICE, channel: str = CHANNEL, trigger_id: str | None = None
+) -> str:
+    """Slack gives every command its own trigger_id: two bodies are never the same."""
     return urlencode(
         {
             "token": "deprecated-verification-token",
@@ -65,12 +74,14 @@ def command_body(text: str, user: str = ALICE, channel: str = CHANNEL) -> str:
             "api_app_id": "A0APP00001",
             "is_enterprise_install": "false",
             "response_url": "https://hooks.slack.invalid/commands/T0TEAM0001/1/x",
-            "trigger_id": "1.2.abc",
+            "trigger_id": trigger_id or new_trigger(),
         }
     )
 
 
-def click_body(message: StoredMessage, action_id: str, user: str) -> str:
+def click_body(
+    message: StoredMessage, action_id: str, user: str, trigger_id: str | None = None
+) -> str:
     """A block_actions payload for the button ``action_id`` exactly as ``message`` shows it."""
     for block in message.blocks or []:
         for element in block.get("elements") or []:
@@ -105,7 +116,7 @@ def click_body(message: StoredMessage, action_id: str, user: str) -> str:
             "channel_id": message.channel,
             "is_ephemeral": False,
         },
-        "trigger_id": "1.2.abc",
+        "trigger_id": trigger_id or new_trigger(),
         "team": {"id": "T0TEAM0001", "domain": "fake"},
         "channel": {"id": message.channel, "name": "deploys"},
         "message": {
@@ -136,11 +147,11 @@ class SlackHarness:
     async def command(
         self, text: str, user: str = ALICE, channel: str = CHANNEL
     ) -> tuple[int, str]:
-        body = command_body(text, user, channel)
+        body = command_body(text, user, channel, self.fake.issue_trigger())
         return await self.post(body, signed_headers(body))
 
     async def click(self, message: StoredMessage, action_id: str, user: str) -> tuple[int, str]:
-        body = click_body(message, action_id, user)
+        body = click_body(message, action_id, user, self.fake.issue_trigger())
         return await self.post(body, signed_headers(body))
 
     def roots(self, channel: str = CHANNEL) -> list[StoredMessage]:

@@ -43,6 +43,11 @@ async def receive_all(ws: aiohttp.ClientWebSocketResponse, limit: int = 200) -> 
     return messages
 
 
+def _step_name(event: dict[str, Any]) -> str | None:
+    step = event["step"]
+    return step if isinstance(step, str) or step is None else str(step["name"])
+
+
 async def test_snapshot_then_every_event_until_the_end(
     database_url: str, pipelines_dir: Path, tmp_path: Path
 ) -> None:
@@ -60,10 +65,11 @@ async def test_snapshot_then_every_event_until_the_end(
             marker.touch()
             events = await receive_all(ws)
             assert ws.closed
-        assert [(e["type"], (e["step"] or {}).get("name")) for e in events] == [
-            ("step.finished", "gate"), ("step.started", "after"), ("step.finished", "after"),
-            ("run.finished", None),
+        assert [(e["type"], _step_name(e)) for e in events] == [
+            ("step.finished", "gate"), ("step.started", "after"), ("step.log", "after"),
+            ("step.finished", "after"), ("run.finished", None),
         ]
+        assert events[2]["lines"] == ["after"]
         assert events[-1]["status"] == "success"
         assert events[-1]["execution"]["steps"][1]["log_tail"] == "after"
         assert all(e["execution_id"] == run["id"] for e in events)

@@ -158,14 +158,18 @@ async def test_run_acks_at_once_and_posts_the_card(slack: SlackHarness) -> None:
     [
         (
             "run deploy-wbe env=staging",
-            "There is no pipeline named `deploy-wbe`. Did you mean deploy-web?",
+            "There is no pipeline named `deploy-wbe`. Did you mean `deploy-web`?",
         ),
-        ("run deploy-web", "Missing required parameter `env`"),
+        (
+            "run nosuch",
+            "There is no pipeline named `nosuch`. "
+            "Pipelines you may run here: `deploy-web`, `payload-svc`.",
+        ),
         ("run deploy-web env=qa", "`env` must be one of staging, production"),
         ("run deploy-web env=staging version=abc", "`version` must match"),
         ("run deploy-web env=staging colour=red", "Unknown parameter colour"),
         ('run deploy-web env="staging', "quote at character"),
-        ("run", "Usage: `/ansflow run PIPELINE"),
+        ("run deploy-web colour=red", "Unknown parameter colour"),
         ("run deploy-web staging", "Unexpected `staging`"),
         ("frobnicate", "There is no command `frobnicate`"),
         ("run prod-db", "You are not allowed to run `prod-db`"),
@@ -185,6 +189,8 @@ async def test_input_errors_go_only_to_the_asker_and_create_nothing(
     assert expected in reply
     [ephemeral] = slack.fake.ephemerals
     assert (ephemeral.user, ephemeral.channel) == (ALICE, CHANNEL)
+    assert ephemeral.blocks is None  # said once, not again in blocks
+    assert slack.fake.opened_views == []
     await nothing_created(slack)
 
 

@@ -203,10 +203,15 @@ async def test_cancel_click_over_the_socket_and_a_redelivered_click_changes_noth
     assert finished.status == RunStatus.CANCELLED and finished.cancel_requested_by == ALICE
     await eventually(lambda: _value(len(slack.ephemerals_for(ALICE)) == 1), timeout=10)
 
-    # the same envelope again, as a resend would deliver it
+    # the same envelope again, as a resend would deliver it: acked, and it acts no more
     await slack.socket.interactive(click, envelope_id=eid, retry_attempt=1)
     await eventually(lambda: _value(len(slack.socket.acks_for(eid)) == 2), timeout=ACK_DEADLINE)
+    # a new press of the same button is a new request: answered
+    again = await slack.socket.interactive(click_payload(root, CANCEL_ACTION_ID, ALICE))
+    await slack.socket.wait_ack(again, timeout=ACK_DEADLINE)
     await eventually(lambda: _value(len(slack.ephemerals_for(ALICE)) == 2), timeout=10)
+    await slack.server.core.engine.run_until_idle()
+    assert len(slack.ephemerals_for(ALICE)) == 2
     assert "already ended" in slack.ephemerals_for(ALICE)[-1]
     after = await Run.get(id=run.id)
     assert after.status == RunStatus.CANCELLED and after.cancel_requested_by == ALICE

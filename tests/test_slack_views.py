@@ -70,7 +70,8 @@ def test_running_card_has_one_cancel_button_naming_the_run() -> None:
     finished = views.run_card(
         snapshot(RunStatus.SUCCESS, (), finished_at=T0 + timedelta(seconds=5)), T0
     )
-    assert all(b["type"] != "actions" for b in finished.blocks)
+    [actions] = [b for b in finished.blocks if b["type"] == "actions"]
+    assert [(e["action_id"], e["value"]) for e in actions["elements"]] == [("rerun_run", "7")]
     assert "Took 5s" in str(finished.blocks)
 
 

@@ -17,6 +17,7 @@ from bot.commands import cancel, logs, run, status
 from bot.commands import help as help_command
 from bot.commands import list as list_command
 from bot.commands.base import CommandEnv, CommandError, Handler, Invocation
+from bot.once import database_down
 from bot.parsing import CommandSyntaxError, parse_command
 from bot.views import Message, plain
 from engine.errors import UserError
@@ -52,7 +53,10 @@ async def guarded(work: Awaitable[Message | None], *, what: str) -> Message | No
         return await work
     except (UserError, CommandSyntaxError, CommandError) as err:
         return plain(str(err))
-    except Exception:
+    except Exception as err:
+        if database_down(err):
+            log.warning("%s: the database is unreachable (%s)", what, err)
+            return plain(say.database_down())
         reference = uuid.uuid4().hex[:8]
         log.exception("%s failed (reference %s)", what, reference)
         return plain(say.apology(reference))

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from bot import messages as say
+from bot.form_views import FormContext
 from bot.parsing import ParsedCommand
 from bot.views import Message
 from engine.permissions import Actor
+from engine.pipelines import Pipeline
 from engine.runner import Engine
 from storage.models import StepRun
 
@@ -25,10 +28,21 @@ class Invocation:
     channel_id: str
     text: str
     response_url: str | None = None
+    trigger_id: str | None = None
 
     @property
     def actor(self) -> Actor:
         return Actor(self.user_id, self.channel_id)
+
+
+class Modals(Protocol):
+    """Opens the parameter form and the pipeline picker (``views.open``)."""
+
+    async def open_form(
+        self, trigger_id: str, pipeline: Pipeline, context: FormContext, given: dict[str, str]
+    ) -> Message | None: ...
+
+    async def open_picker(self, trigger_id: str, context: FormContext) -> Message | None: ...
 
 
 @dataclass(frozen=True)
@@ -36,6 +50,8 @@ class CommandEnv:
     engine: Engine
     # Reads a Jenkins step's whole console from Jenkins (None when Jenkins is off).
     jenkins_console: Callable[[StepRun], Awaitable[str | None]] | None = None
+    # Slack modals (None: no forms, e.g. in table tests).
+    modals: Modals | None = None
 
 
 Handler = Callable[[CommandEnv, Invocation, ParsedCommand], Awaitable[Message | None]]

@@ -1,4 +1,8 @@
-"""``/ansflow logs ID [STEP]``: the end of a step's log, and where the rest is."""
+"""``/ansflow logs ID [STEP]``: the end of a step's log, and where the rest is.
+
+A running local step's output so far is in its row (the engine writes it
+there every second or so while the step runs), so any replica shows it.
+"""
 
 from __future__ import annotations
 
@@ -46,5 +50,6 @@ async def handle(env: CommandEnv, call: Invocation, command: ParsedCommand) -> M
     text = console or step.log or step.log_tail
     whole = len(text) <= SHOWN_CHARS and not step.log_dropped
     shown = text if whole else text[-SHOWN_CHARS:]
-    attached = not whole and await log_attached(step.id)
-    return log_view(run_id, step_snapshot(step), shown, whole, attached)
+    running = step.status == StepStatus.RUNNING
+    attached = not whole and not running and await log_attached(step.id)
+    return log_view(run_id, step_snapshot(step), shown, whole, attached, running=running)

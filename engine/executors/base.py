@@ -6,8 +6,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from engine.events import RunSnapshot
 from engine.pipelines import LeafStep, Pipeline
 from engine.state import StepStatus
+
+# Seconds a shell or Jenkins step may take when neither it nor its pipeline says.
+DEFAULT_TIMEOUT = 3600.0
+
+
+def step_timeout(spec: LeafStep, pipeline: Pipeline) -> float:
+    """The step's ``timeout``, else the pipeline's, else ``DEFAULT_TIMEOUT``."""
+    return float(spec.timeout or pipeline.timeout or DEFAULT_TIMEOUT)
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,8 @@ class StepContext:
     # Stores non-status fields (external ids and URLs, state) and announces them.
     update: Callable[..., Awaitable[None]]
     extra: dict[str, Any] = field(default_factory=dict)
+    # The run as it stood when the context was made (for events such as ``StepLog``).
+    run: RunSnapshot | None = None
 
 
 class Executor(Protocol):

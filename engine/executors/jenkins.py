@@ -6,18 +6,23 @@ of its build number, POSTs, and stores the queue item URL the moment Jenkins
 returns it. From then on the poller (and the webhook) move the step. A
 trigger whose answer was lost (Jenkins unreachable, or the process died) is
 looked for in Jenkins before it is ever sent again (ARCHITECTURE.md decision 10).
+
+While Jenkins cannot be reached the trigger is retried with a backoff that
+doubles up to ``retry_cap``, the step's reason saying so ("Jenkins jenkins
+unreachable: connection refused; retrying", cleared once Jenkins answers),
+until the step's timeout (its own, else the pipeline's, else
+``DEFAULT_TIMEOUT``) has passed: then the step fails.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from engine.executors.base import StepContext, StepOutcome
+from engine.executors.base import DEFAULT_TIMEOUT, StepContext, StepOutcome, step_timeout
 from engine.jenkins.cancel import request_stop
 from engine.jenkins.client import JenkinsClient
 from engine.jenkins.errors import JenkinsAlreadyQueued, JenkinsError, JenkinsUnreachable
@@ -32,6 +37,8 @@ from engine.jenkins.phases import (
     marker_for,
     parameters_to_send,
     substitute,
+    timed_out_reason,
+    unreachable_note,
 )
 from engine.jenkins.reconcile import find_trigger
 from engine.jenkins.tools import ToolClients, ToolMissing
@@ -39,8 +46,6 @@ from engine.pipelines import JenkinsSpec
 from engine.state import StepStatus
 
 log = logging.getLogger(__name__)
-
-MAX_TRIGGER_ATTEMPTS = 1000
 
 
 class _Refused(Exception):
@@ -61,25 +66,25 @@ class JenkinsExecutor:
         follower: Follower,
         clients: ToolClients,
         *,
-        retry_for: float = 120.0,
         retry_base: float = 1.0,
-        retry_cap: float = 15.0,
+        retry_cap: float = 30.0,
     ) -> None:
         self.follower = follower
         self.clients = clients
-        # Jenkins unreachable while triggering: retried for this long, then the step fails.
-        self.retry_for = retry_for
+        # Jenkins unreachable while triggering: waits doubling from base up to cap,
+        # until the step's timeout.
         self.retry_base = retry_base
         self.retry_cap = retry_cap
         self._triggering: dict[int, _Trigger] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     # -- the Executor protocol ----------------------------------------------------
 
     async def start(self, ctx: StepContext) -> None:
         spec = ctx.spec
         assert isinstance(spec, JenkinsSpec)
-        timeout = spec.timeout or ctx.pipeline.timeout
+        timeout = step_timeout(spec, ctx.pipeline)
         state = FollowState(
             phase=TRIGGERING,
             tool=spec.jenkins.tool,
@@ -87,7 +92,7 @@ class JenkinsExecutor:
             marker=marker_for(ctx.run_id, ctx.step_id, ctx.attempt),
             params=substitute(spec.jenkins.parameters, ctx.parameters),
             timeout=timeout,
-            deadline=wall() + timeout if timeout else None,
+            deadline=wall() + timeout,
         )
         await self.follower.save(ctx.run_id, ctx.step_id, state)
         self._spawn_trigger(OpenStep(ctx.run_id, ctx.step_id, state))
@@ -128,6 +133,7 @@ class JenkinsExecutor:
 
     async def shutdown(self) -> None:
         """Stop triggering (a process stopping mid-trigger is what recovery is for)."""
+        self._closed = True  # also ends a retry loop whose cancel got lost in a wait_for
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*list(self._tasks), return_exceptions=True)
@@ -158,22 +164,34 @@ class JenkinsExecutor:
             await self._cancel_queued_or_building(step.step_id)
 
     async def _trigger_with_retries(self, step: OpenStep, flag: _Trigger) -> None:
-        began = time.monotonic()
-        for failures in range(1, MAX_TRIGGER_ATTEMPTS + 1):
+        timeout = step.state.timeout or DEFAULT_TIMEOUT
+        deadline = step.state.deadline or wall() + timeout
+        failures = 0
+        while True:  # bounded: every failure waits, and the deadline ends it
             try:
                 _, client = await self.clients.by_name(step.state.tool)
                 await self._trigger_once(step, client, flag)
-                return
             except JenkinsUnreachable as exc:
-                waited = time.monotonic() - began
-                if waited >= self.retry_for:
-                    await self.follower.fail(
-                        step, f"{exc} Gave up after trying for {self.retry_for:g} s."
-                    )
+                if self._closed:
+                    return  # stopping: the next process picks the trigger up
+                failures += 1
+                left = deadline - wall()
+                note = unreachable_note(step.state.tool, exc.detail)
+                if left <= 0:
+                    await self.follower.fail(step, timed_out_reason(timeout, note))
                     return
-                log.warning("run %s: %s (trying again)", step.run_id, exc)
-                delay = backoff(failures, self.retry_base, self.retry_cap)
-                await asyncio.sleep(min(delay, self.retry_for - waited))
+                if flag.cancelled and not step.state.posted_maybe:
+                    cancelled = StepOutcome(
+                        StepStatus.CANCELLED, reason="cancelled before Jenkins queued a build"
+                    )
+                    await self.follower.finish(step, cancelled)
+                    return
+                if failures == 1:
+                    log.warning("run %s: %s (trying again until the timeout)", step.run_id, exc)
+                await self.follower.note(step.step_id, note)
+                await asyncio.sleep(min(backoff(failures, self.retry_base, self.retry_cap), left))
+                if self._closed:
+                    return
                 fresh = await self.follower.read(step.step_id)
                 if fresh is None:
                     return  # ended meanwhile
@@ -181,7 +199,11 @@ class JenkinsExecutor:
             except (JenkinsError, ToolMissing, _Refused) as exc:
                 await self.follower.fail(step, str(exc))
                 return
-        await self.follower.fail(step, "gave up triggering the Jenkins build")
+            else:
+                if failures:
+                    log.info("run %s: Jenkins answers again", step.run_id)
+                    await self.follower.note(step.step_id, None)
+                return
 
     async def _trigger_once(self, step: OpenStep, client: JenkinsClient, flag: _Trigger) -> None:
         if step.state.posted_maybe:

@@ -1,73 +1,50 @@
 """Local ``run`` steps: ``/bin/sh -c`` in a new process session.
 
-Parameters reach the command only as environment variables. Timeout and
-cancel kill the whole process group; output is kept up to a bound, masked,
-and its tail stored (ARCHITECTURE.md decision 6).
+Parameters reach the command only as environment variables. Each runs in
+its run's own workspace (``engine.workspaces``; ``ANSFLOW_WORKSPACE``).
+Timeout and cancel kill the whole process group; output is decoded as it
+comes (a character split across reads stays whole), kept up to a bound,
+masked, and its tail stored (ARCHITECTURE.md decision 6); while the step runs
+it is written into the step's row now and then and published as ``StepLog``
+events (``engine.output``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import logging
 import os
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from engine.executors.base import StepContext, StepOutcome
+from engine.events import EventBus, StepLog
+from engine.executors.base import StepContext, StepOutcome, step_timeout
 from engine.masking import Masker
+from engine.output import LOG_LIMIT, BoundedLog, LiveLog, tail_of
 from engine.pipelines import RunSpec
 from engine.state import StepStatus
 from engine.stepenv import step_environment
+from engine.workspaces import Workspaces
+from storage.models import StepRun
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT = 3600.0
-LOG_LIMIT = 1_000_000  # characters of output kept per step (the end of it)
-TAIL_LINES = 40
-TAIL_CHARS = 2800
+__all__ = ["LOG_LIMIT", "BoundedLog", "ShellExecutor", "tail_of"]
+
 KILL_GRACE = 3.0  # seconds between SIGTERM and SIGKILL
 DRAIN_TIMEOUT = 5.0
 READ_CHUNK = 65536
 
 
 @dataclass
-class BoundedLog:
-    """Keeps the last ``limit`` characters and counts what it dropped."""
-
-    limit: int = LOG_LIMIT
-    parts: list[str] = field(default_factory=list)
-    size: int = 0
-    dropped: int = 0
-
-    def append(self, text: str) -> None:
-        self.parts.append(text)
-        self.size += len(text)
-        if self.size > self.limit * 2:
-            self._compact()
-
-    def _compact(self) -> None:
-        joined = "".join(self.parts)
-        excess = max(0, len(joined) - self.limit)
-        self.dropped += excess
-        self.parts = [joined[excess:]]
-        self.size = len(self.parts[0])
-
-    def text(self) -> str:
-        self._compact()
-        return "".join(self.parts)
-
-
-def tail_of(text: str, lines: int = TAIL_LINES, chars: int = TAIL_CHARS) -> str:
-    kept = "\n".join(text.rstrip("\n").splitlines()[-lines:])
-    return kept[-chars:]
-
-
-@dataclass
 class _Running:
+    run_id: int
     process: asyncio.subprocess.Process
     exited: asyncio.Event
+    output: LiveLog
     cancelled: bool = False
 
 
@@ -80,12 +57,26 @@ class ShellExecutor:
         masker: Masker,
         secrets: list[str],
         workdir: Path | None = None,
+        *,
+        workspaces: Workspaces | None = None,
+        bus: EventBus | None = None,
     ) -> None:
         self._mask = masker
         self._secrets = secrets
-        self._workdir = workdir
+        self._workdir = workdir  # where steps run when there are no per-run workspaces
+        self.workspaces = workspaces
+        self._bus = bus
         self._running: dict[int, _Running] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+
+    def busy_runs(self) -> set[int]:
+        """Runs with a step of theirs running in this process."""
+        return {running.run_id for running in self._running.values()}
+
+    def live_log(self, step_id: int) -> str | None:
+        """A step running here: its output so far (masked); None when not ours."""
+        running = self._running.get(step_id)
+        return running.output.visible() if running is not None else None
 
     async def start(self, ctx: StepContext) -> None:
         task = asyncio.create_task(self._run(ctx), name=f"step-{ctx.step_id}")
@@ -132,7 +123,16 @@ class ShellExecutor:
     async def _run(self, ctx: StepContext) -> None:
         spec = ctx.spec
         assert isinstance(spec, RunSpec)
-        timeout = spec.timeout or ctx.pipeline.timeout or DEFAULT_TIMEOUT
+        timeout = step_timeout(spec, ctx.pipeline)
+        workdir = self._workdir
+        if self.workspaces is not None:
+            self.workspaces.start()
+            try:
+                workdir = self.workspaces.ensure(ctx.run_id)
+            except OSError as exc:
+                reason = f"could not create the run's workspace: {exc}"
+                await ctx.finish(StepOutcome(StepStatus.FAILED, reason=reason))
+                return
         env = step_environment(
             pipeline_env=ctx.pipeline.env,
             step_env=spec.env,
@@ -142,36 +142,57 @@ class ShellExecutor:
             step=spec.name,
             triggered_by=ctx.triggered_by,
             secrets=self._secrets,
+            workspace=str(workdir) if self.workspaces is not None and workdir else None,
         )
-        output = BoundedLog()
+        output = self._live_log(ctx)
         try:
-            process, exited = await _spawn(spec.run, env, self._workdir)
+            process, exited = await _spawn(spec.run, env, workdir)
         except OSError as exc:
             await ctx.finish(StepOutcome(StepStatus.FAILED, reason=f"could not start: {exc}"))
             return
-        running = _Running(process, exited)
+        running = _Running(ctx.run_id, process, exited, output)
         self._running[ctx.step_id] = running
         try:
             await ctx.update(external_id=str(process.pid))
-            outcome = await self._follow(process, exited, running, output, timeout)
+            outcome = await self._follow(process, exited, running, timeout)
             # Still registered while finishing, so a cancel meanwhile finds it ours.
             await ctx.finish(outcome)
         except asyncio.CancelledError:
             _kill_group(process.pid, signal.SIGKILL)
+            output.abort()
             raise
         finally:
             self._running.pop(ctx.step_id, None)
+
+    def _live_log(self, ctx: StepContext) -> LiveLog:
+        step_id = ctx.step_id
+
+        async def write(text: str, tail: str, dropped: int) -> None:
+            await StepRun.filter(id=step_id, status=StepStatus.RUNNING.value).update(
+                log=text, log_tail=tail, log_dropped=dropped
+            )
+
+        bus, run = self._bus, ctx.run
+        if bus is None or run is None:
+            return LiveLog(self._mask, write=write)
+
+        async def publish(lines: tuple[str, ...]) -> None:
+            event = StepLog(run=run, step_id=step_id, step_name=ctx.step_name, lines=lines)
+            await bus.publish(event)
+
+        return LiveLog(self._mask, write=write, publish=publish)
 
     async def _follow(
         self,
         process: asyncio.subprocess.Process,
         exited: asyncio.Event,
         running: _Running,
-        output: BoundedLog,
         timeout: float,
     ) -> StepOutcome:
         assert process.stdout is not None
-        reader = asyncio.create_task(_read_all(process.stdout, output))
+        live = running.output
+        output = live.output
+        reader = asyncio.create_task(_read_all(process.stdout, live))
         timed_out = False
         try:
             await asyncio.wait_for(exited.wait(), timeout=timeout)
@@ -183,7 +204,8 @@ class ShellExecutor:
         try:
             await asyncio.wait_for(reader, timeout=DRAIN_TIMEOUT)
         except TimeoutError:
-            output.append("\n[output truncated: a process kept the output pipe open]\n")
+            live.append("\n[output truncated: a process kept the output pipe open]\n")
+        await live.close()
         text = self._mask(output.text())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(process.wait(), timeout=DRAIN_TIMEOUT)
@@ -203,9 +225,12 @@ class ShellExecutor:
         return StepOutcome(StepStatus.FAILED, code, reason, text, output.dropped)
 
 
-async def _read_all(stream: asyncio.StreamReader, output: BoundedLog) -> None:
+async def _read_all(stream: asyncio.StreamReader, output: LiveLog) -> None:
+    """Decode as the bytes come: a character split across two reads stays whole."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     while chunk := await stream.read(READ_CHUNK):
-        output.append(chunk.decode("utf-8", errors="replace"))
+        output.append(decoder.decode(chunk))
+    output.append(decoder.decode(b"", final=True))
 
 
 class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):

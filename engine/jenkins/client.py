@@ -26,7 +26,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 import jenkins  # type: ignore[import-untyped, unused-ignore]
 import requests
 
-from engine.jenkins.errors import JenkinsError, JenkinsUnreachable
+from engine.jenkins.errors import JenkinsError
 from engine.jenkins.failures import (
     CRUMB_REFUSED,
     FAILURES,
@@ -296,10 +296,10 @@ class JenkinsClient:
         try:
             outcome: T | JenkinsError = await asyncio.wait_for(future, self._deadline)
         except TimeoutError:
-            outcome = self._failures.error(
-                JenkinsUnreachable,
+            outcome = self._failures.unreachable(
                 f"Jenkins at {self.url} did not answer within {self._deadline:g} s "
                 f"while {doing.what}.",
+                f"no answer within {self._deadline:g} s",
             )
         if isinstance(outcome, JenkinsError):
             raise outcome  # outside any except: nothing gets chained to it

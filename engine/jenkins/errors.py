@@ -50,4 +50,8 @@ class JenkinsAlreadyQueued(JenkinsError):
 
 
 class JenkinsUnreachable(JenkinsError):
-    pass
+    """``detail`` says how, in a few words ("connection refused", "HTTP 503")."""
+
+    def __init__(self, message: str, *, status: int | None = None, detail: str = "") -> None:
+        super().__init__(message, status=status)
+        self.detail = detail or "no answer"

@@ -79,6 +79,9 @@ class Failures:
     ) -> JenkinsError:
         return cls(self.mask(message), status=status)
 
+    def unreachable(self, message: str, detail: str, status: int | None = None) -> JenkinsError:
+        return JenkinsUnreachable(self.mask(message), status=status, detail=detail)
+
     def mask(self, message: str) -> str:
         for secret in self.secrets:
             message = message.replace(secret, "***")
@@ -137,19 +140,23 @@ class Failures:
                 f"Jenkins job '{doing.job}' takes no parameters, but some were given.",
                 status,
             )
-        cls = JenkinsUnreachable if status >= 500 else JenkinsError
-        return self.error(cls, f"Jenkins at {url} answered HTTP {status} while {what}.", status)
+        message = f"Jenkins at {url} answered HTTP {status} while {what}."
+        if status >= 500:
+            return self.unreachable(message, f"HTTP {status}", status)
+        return self.error(JenkinsError, message, status)
 
     def transport(self, doing: Doing, exc: Exception) -> JenkinsError:
         url, what = self.url, doing.what
         if caused_by(exc, (requests.Timeout, jenkins.TimeoutException)):
-            return self.error(
-                JenkinsUnreachable,
+            return self.unreachable(
                 f"Jenkins at {url} did not answer within {self.timeout:g} s while {what}.",
+                f"no answer within {self.timeout:g} s",
             )
         if caused_by(exc, (requests.ConnectionError,)):
-            return self.error(
-                JenkinsUnreachable, f"Cannot connect to Jenkins at {url} while {what}."
+            refused = caused_by(exc, (ConnectionRefusedError,))
+            return self.unreachable(
+                f"Cannot connect to Jenkins at {url} while {what}.",
+                "connection refused" if refused else "cannot connect",
             )
         if caused_by(exc, (Unexpected,)):
             return self.error(

@@ -35,6 +35,7 @@ class OpenStep:
     run_id: int
     step_id: int
     state: FollowState
+    reason: str | None = None  # while running: a note such as "Jenkins … unreachable"
 
 
 class Follower:
@@ -55,7 +56,7 @@ class Follower:
         if row is None:
             return None
         state = FollowState.from_json(row.external_state)
-        return None if state is None else OpenStep(row.run_id, row.id, state)
+        return None if state is None else OpenStep(row.run_id, row.id, state, row.reason)
 
     async def open_steps(self, tool: str | None = None) -> list[OpenStep]:
         """Running Jenkins steps (of one tool), oldest first."""
@@ -64,16 +65,26 @@ class Follower:
         for row in rows:
             state = FollowState.from_json(row.external_state)
             if state is not None and (tool is None or state.tool == tool):
-                found.append(OpenStep(row.run_id, row.id, state))
+                found.append(OpenStep(row.run_id, row.id, state, row.reason))
         return found
 
     async def save(self, run_id: int, step_id: int, state: FollowState, **fields: Any) -> None:
         await self.engine.update_step(run_id, step_id, external_state=state.to_json(), **fields)
 
+    async def note(self, step_id: int, reason: str | None) -> None:
+        """Set (or, with None, clear) a running step's reason; announced when it changes."""
+        async with self.locked(step_id) as fresh:
+            if fresh is None or fresh.reason == reason:
+                return
+            shown = self.masker(reason) if reason else None
+            await self.engine.update_step(fresh.run_id, step_id, reason=shown)
+            if fresh.reason is None or reason is None:
+                log.info("run %s step %s: %s", fresh.run_id, step_id, shown or "reason cleared")
+
     async def queued(self, step: OpenStep, queue_url: str, number: int) -> OpenStep:
         state = step.state.but(phase=QUEUED, queue=number)
         await self.save(step.run_id, step.step_id, state, external_id=queue_url)
-        return OpenStep(step.run_id, step.step_id, state)
+        return OpenStep(step.run_id, step.step_id, state, step.reason)
 
     async def building(self, step: OpenStep, number: int, url: str) -> OpenStep:
         """Store the build number and URL (the engine announces the new URL)."""
@@ -81,7 +92,7 @@ class Follower:
             return step
         state = step.state.but(phase=BUILDING, build=number)
         await self.save(step.run_id, step.step_id, state, external_url=url)
-        return OpenStep(step.run_id, step.step_id, state)
+        return OpenStep(step.run_id, step.step_id, state, step.reason)
 
     async def settle(self, step: OpenStep, client: JenkinsClient, build: BuildInfo) -> bool:
         """End the step from its finished build; the console's last lines go with a failure."""
@@ -107,6 +118,11 @@ class Follower:
                 outcome.log,
                 outcome.log_dropped,
                 outcome.external_url,
+            )
+        else:
+            # An ending without a reason drops a note left while it ran ("unreachable").
+            await StepRun.filter(id=step.step_id, status=StepStatus.RUNNING.value).update(
+                reason=None
             )
         won = await self.engine.finish_step(step.run_id, step.step_id, outcome)
         if won:

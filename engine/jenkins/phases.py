@@ -164,3 +164,19 @@ def backoff(failures: int, base: float, cap: float) -> float:
     if failures <= 0:
         return 0.0
     return float(min(cap, base * 2 ** min(failures - 1, 30)))
+
+
+RETRYING = "; retrying"
+
+
+def unreachable_note(tool: str, detail: str) -> str:
+    """A running step's reason while its Jenkins cannot be reached (cleared once it answers)."""
+    return f"Jenkins {tool} unreachable: {detail}{RETRYING}"
+
+
+def timed_out_reason(timeout: float | None, note: str | None = None) -> str:
+    """Why a step ended at its timeout; says so if Jenkins was unreachable at the time."""
+    reason = f"timed out after {timeout or 0:g}s"
+    if note and note.endswith(RETRYING):
+        reason += f" ({note.removesuffix(RETRYING)})"
+    return reason

@@ -19,7 +19,9 @@ Of several replicas, one polls a tool: the holder of its lease ``poller:{id}``
 (1.5 intervals long, renewed by every poll); when it dies another takes over
 within about two intervals. While Jenkins is down the tool's polls back off
 (doubling from the interval up to ``backoff_cap``) and resume by themselves on
-the first success.
+the first success; meanwhile each of its open steps carries the reason
+"Jenkins … unreachable: …; retrying", cleared once Jenkins answers, and fails
+once its timeout has passed.
 """
 
 from __future__ import annotations
@@ -33,10 +35,10 @@ from typing import Any
 from engine.executors.base import StepOutcome
 from engine.jenkins.cancel import end_unconfirmed, request_stop
 from engine.jenkins.client import JenkinsClient
-from engine.jenkins.errors import JenkinsError, JenkinsNotFound
+from engine.jenkins.errors import JenkinsError, JenkinsNotFound, JenkinsUnreachable
 from engine.jenkins.follow import Follower, OpenStep, wall
 from engine.jenkins.models import BuildInfo
-from engine.jenkins.phases import TRIGGERING, backoff
+from engine.jenkins.phases import RETRYING, TRIGGERING, backoff, timed_out_reason, unreachable_note
 from engine.jenkins.tools import ToolClients, ToolMissing, jenkins_tools, mark_health
 from engine.state import StepStatus
 from storage.leases import take_lease
@@ -152,10 +154,18 @@ class JenkinsPoller:
             self._resume_at[tool_id] = time.monotonic() + delay
             if failures == 1 or delay >= self.backoff_cap:
                 log.warning("polling tool %s: %s (next try in %.1f s)", tool.name, exc, delay)
+            if isinstance(exc, JenkinsUnreachable):
+                note = unreachable_note(tool.name, exc.detail)
+                for step in steps:
+                    if step.reason != note:
+                        await self.follower.note(step.step_id, note)
             return
         if self._failures.pop(tool_id, 0):
             log.info("polling tool %s: Jenkins answers again", tool.name)
         self._resume_at.pop(tool_id, None)
+        for step in steps:
+            if step.reason and step.reason.endswith(RETRYING):
+                await self.follower.note(step.step_id, None)
 
     async def _check_health(self) -> None:
         for tool in await jenkins_tools():
@@ -232,7 +242,7 @@ class JenkinsPoller:
                     await client.cancel_queue_item(fresh.state.queue)
             except JenkinsError as exc:
                 log.warning("run %s: could not stop the timed-out build: %s", step.run_id, exc)
-            reason = f"timed out after {state.timeout or 0:g}s"
+            reason = timed_out_reason(state.timeout, fresh.reason)
             await self.follower.finish(fresh, StepOutcome(StepStatus.FAILED, reason=reason))
         return True
 

@@ -4,7 +4,7 @@ from tortoise.fields.base import OnDelete
 from tortoise import fields
 
 class Migration(migrations.Migration):
-    dependencies = [('models', '0002_replicas')]
+    dependencies = [('models', '0005_triggers')]
 
     initial = False
 

@@ -41,8 +41,17 @@ from .slack_store import (
     StoredMessage,
     UploadedFile,
 )
+from .slack_views import OpenedView, PublishedHome, ViewsApi
 
-__all__ = ["Call", "Ephemeral", "FakeSlack", "StoredMessage", "UploadedFile"]
+__all__ = [
+    "Call",
+    "Ephemeral",
+    "FakeSlack",
+    "OpenedView",
+    "PublishedHome",
+    "StoredMessage",
+    "UploadedFile",
+]
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
@@ -97,6 +106,8 @@ class FakeSlack:
             "apps.connections.open": self._connections_open,
             "users.info": self._users_info,
         }
+        self.views_api = ViewsApi(self.store)
+        self._handlers.update(self.views_api.handlers())
 
     # lifecycle
 
@@ -169,6 +180,18 @@ class FakeSlack:
     def add_user(self, user_id: str, name: str, real_name: str | None = None) -> None:
         """Make `users.info` answer with these names."""
         self.store.add_user(user_id, name, real_name)
+
+    def issue_trigger(self) -> str:
+        """A fresh trigger_id, as Slack puts in each command and click (3 s, single use)."""
+        return self.views_api.issue_trigger()
+
+    @property
+    def opened_views(self) -> list[OpenedView]:
+        return [v for v in self.views_api.views.values() if v.trigger_id is not None]
+
+    def home_of(self, user: str) -> dict[str, Any] | None:
+        """The Home view last published for ``user``."""
+        return self.views_api.home_of(user)
 
     # failure injection
 
