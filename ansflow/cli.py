@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     create = token_sub.add_parser("create", help="print a bearer token")
     create.add_argument("--user", required=True, help="Slack user id the token acts as")
     create.add_argument("--ttl", default="1h", help="lifetime, e.g. 30m, 1h, 7d (default 1h)")
-    create.set_defaults(handler=_optional("api.token_cli", "cmd_token_create"))
+    create.set_defaults(handler=_optional("ansflow.token_cli", "cmd_token_create"))
 
     manifest = sub.add_parser("manifest", help="print the Slack app manifest")
     manifest.add_argument("--url", help="public base URL, e.g. https://ansflow.example.com")
