@@ -8,7 +8,15 @@ import inspect
 import sys
 import time
 
-MODULES = ["bench.bench_engine", "bench.bench_slack", "bench.bench_jenkins", "bench.bench_api"]
+MODULES = [
+    "bench.bench_engine",
+    "bench.bench_slack",
+    "bench.bench_jenkins",
+    "bench.bench_api",
+    "bench.bench_cli",
+    "bench.bench_seed",
+    "bench.bench_throughput",
+]
 
 
 def main() -> int:

@@ -1,0 +1,74 @@
+"""The terminal's own figures: ``python -m bench.bench_cli [RUNS]``.
+
+Each figure is the median wall time of fresh ``ansflow`` processes (the
+installed console script), after warm-up runs that also apply the
+migrations: ``ansflow --help``; ``ansflow run`` of a 1-step pipeline
+(``true``) on SQLite; and the marginal cost of a step, from pipelines of
+``BASE`` and ``BASE + 10`` steps. Output goes to a pipe, as in scripts and CI.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ANSFLOW = str(Path(sys.executable).parent / "ansflow")
+RUNS = 15
+WARMUP = 2
+BASE = 10
+
+
+def pipeline(name: str, steps: int) -> str:
+    body = "".join(f"  - {{name: s{i}, run: 'true'}}\n" for i in range(steps))
+    return f"name: {name}\nsteps:\n{body}"
+
+
+def timed(args: list[str], cwd: Path, runs: int) -> list[float]:
+    env = {"PATH": os.environ["PATH"], "HOME": str(cwd), "LANG": "C.UTF-8"}
+    times: list[float] = []
+    for i in range(WARMUP + runs):
+        began = time.perf_counter()
+        done = subprocess.run([ANSFLOW, *args], cwd=cwd, env=env, capture_output=True, check=False)
+        took = time.perf_counter() - began
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"ansflow {' '.join(args)} exited {done.returncode}: {done.stderr!r}"
+            )
+        if i >= WARMUP:
+            times.append(took)
+    return times
+
+
+def figure(label: str, times: list[float]) -> float:
+    middle = statistics.median(times)
+    print(
+        f"{label}: median {middle * 1000:.0f} ms "
+        f"(min {min(times) * 1000:.0f}, max {max(times) * 1000:.0f}, n={len(times)})",
+        flush=True,
+    )
+    return middle
+
+
+def main(argv: list[str] | None = None) -> None:
+    runs = int(argv[0]) if argv else RUNS
+    with tempfile.TemporaryDirectory() as folder:
+        cwd = Path(folder)
+        pipelines = cwd / "pipelines"
+        pipelines.mkdir()
+        (pipelines / "one.yml").write_text(pipeline("one", 1))
+        (pipelines / "base.yml").write_text(pipeline("base", BASE))
+        (pipelines / "more.yml").write_text(pipeline("more", BASE + 10))
+        figure("ansflow --help", timed(["--help"], cwd, runs))
+        figure("ansflow run, 1 step", timed(["run", "one"], cwd, runs))
+        base = figure(f"ansflow run, {BASE} steps", timed(["run", "base"], cwd, runs))
+        more = figure(f"ansflow run, {BASE + 10} steps", timed(["run", "more"], cwd, runs))
+        print(f"marginal step: {(more - base) / 10 * 1000:.1f} ms", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
