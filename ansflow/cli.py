@@ -1,23 +1,30 @@
-"""The ``ansflow`` command: run, serve, validate, schema, db, token, manifest, jenkins."""
+"""The ``ansflow`` command: run, serve, validate, schema, db, token, manifest, jenkins.
+
+Start-up time matters here (a person waits for ``--help``): this module
+imports only the standard library, and each command imports what it needs
+when it runs (``--help`` and ``token`` load no engine, database or HTTP
+library; ``validate`` and ``schema`` only the pipeline loader).
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
-import logging
 import sys
 from collections.abc import Callable
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ansflow.settings import Settings, SettingsError, load_settings
+if TYPE_CHECKING:
+    from ansflow.settings import Settings
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 
 
 def _settings_or_exit() -> Settings:
+    from ansflow.settings import SettingsError, load_settings
+
     try:
         return load_settings()
     except SettingsError as exc:
@@ -26,6 +33,8 @@ def _settings_or_exit() -> Settings:
 
 
 def _configure_logging(verbose: bool = False) -> None:
+    import logging
+
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -35,6 +44,8 @@ def _configure_logging(verbose: bool = False) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from ansflow.cli_run import run_in_terminal
 
     settings = _settings_or_exit()
@@ -51,6 +62,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from engine.pipelines import load_catalog
 
     folder = Path(args.dir) if args.dir else _settings_or_exit().pipelines_dir
@@ -65,6 +78,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    import json
+
     from engine.pipelines import json_schema
 
     print(json.dumps(json_schema(), indent=2))
@@ -72,6 +87,8 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    import asyncio
+
     from storage.db import DatabaseError, migrate, redact
 
     settings = _settings_or_exit()
@@ -146,7 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    code: int = args.handler(args)
+    try:
+        code: int = args.handler(args)
+    except KeyboardInterrupt:
+        # Ctrl-C before a command could take it over (e.g. while starting): nothing
+        # was started, so there is nothing to cancel; no traceback.
+        print("ansflow: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return code
 
 

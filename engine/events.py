@@ -111,6 +111,18 @@ class StepFinished(Event):
 
 
 @dataclass(frozen=True)
+class StepOutput(Event):
+    """A chunk of a running step's output, masked, as it comes (after_commit only).
+
+    ``text`` may end anywhere in a line (subscribers join the pieces); every chunk
+    of a step is published before its ``StepFinished``.
+    """
+
+    step: StepSnapshot
+    text: str
+
+
+@dataclass(frozen=True)
 class ApprovalRequested(Event):
     step: StepSnapshot | None = None
     approval_id: int = 0
@@ -138,6 +150,7 @@ _EVENT_NAMES: dict[type[Event], str] = {
     StepStarted: "step.started",
     StepUpdated: "step.updated",
     StepFinished: "step.finished",
+    StepOutput: "step.output",
     ApprovalRequested: "approval.requested",
     ApprovalDecided: "approval.decided",
     RunFinished: "run.finished",
