@@ -56,6 +56,8 @@ def figure(label: str, times: list[float]) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     runs = int(argv[0]) if argv else RUNS
+    one, five, _ = os.getloadavg()
+    print(f"(load average {one:.1f} / {five:.1f}, {os.cpu_count()} CPUs)", flush=True)
     with tempfile.TemporaryDirectory() as folder:
         cwd = Path(folder)
         pipelines = cwd / "pipelines"

@@ -18,7 +18,16 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.serve_proc import DONE, bearer, median, ms, postgres_url, serving, write_pipelines
+from bench.serve_proc import (
+    DONE,
+    bearer,
+    machine_note,
+    median,
+    ms,
+    postgres_url,
+    serving,
+    write_pipelines,
+)
 
 RUNS = 30
 WARMUP = 3
@@ -76,6 +85,7 @@ async def measure(label: str, database_url: str, folder: Path) -> None:
 
 
 async def main(argv: list[str] | None = None) -> None:
+    print(machine_note(), flush=True)
     with tempfile.TemporaryDirectory() as folder:
         await measure("SQLite", f"sqlite://{Path(folder) / 'seed.db'}", Path(folder))
     with postgres_url("seed") as url, tempfile.TemporaryDirectory() as folder:

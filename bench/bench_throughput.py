@@ -19,7 +19,15 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.serve_proc import bearer, ms, percentile, postgres_url, serving, write_pipelines
+from bench.serve_proc import (
+    bearer,
+    machine_note,
+    ms,
+    percentile,
+    postgres_url,
+    serving,
+    write_pipelines,
+)
 
 RUNS = 200
 CLIENTS = 20
@@ -96,6 +104,7 @@ async def on_two(database_url: str, folder: Path) -> None:
 
 
 async def main(argv: list[str] | None = None) -> None:
+    print(machine_note(), flush=True)
     with tempfile.TemporaryDirectory() as folder:
         await on_one("SQLite", f"sqlite://{Path(folder) / 'tp.db'}", Path(folder))
     with postgres_url("tp") as url, tempfile.TemporaryDirectory() as folder:

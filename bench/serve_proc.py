@@ -33,6 +33,12 @@ steps:
 DONE = frozenset({"success", "failed", "cancelled"})
 
 
+def machine_note() -> str:
+    """The load when the figures were taken: on a shared 2-core machine it decides them."""
+    one, five, _ = os.getloadavg()
+    return f"(load average {one:.1f} / {five:.1f}, {os.cpu_count()} CPUs)"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
