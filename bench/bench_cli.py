@@ -60,15 +60,18 @@ def main(argv: list[str] | None = None) -> None:
     print(f"(load average {one:.1f} / {five:.1f}, {os.cpu_count()} CPUs)", flush=True)
     with tempfile.TemporaryDirectory() as folder:
         cwd = Path(folder)
-        pipelines = cwd / "pipelines"
-        pipelines.mkdir()
-        (pipelines / "one.yml").write_text(pipeline("one", 1))
-        (pipelines / "base.yml").write_text(pipeline("base", BASE))
-        (pipelines / "more.yml").write_text(pipeline("more", BASE + 10))
+        for name, steps in (("one", 1), ("base", BASE), ("more", BASE + 10)):
+            (cwd / name).mkdir()  # a folder each: a run parses only its own file
+            (cwd / name / f"{name}.yml").write_text(pipeline(name, steps))
         figure("ansflow --help", timed(["--help"], cwd, runs))
-        figure("ansflow run, 1 step", timed(["run", "one"], cwd, runs))
-        base = figure(f"ansflow run, {BASE} steps", timed(["run", "base"], cwd, runs))
-        more = figure(f"ansflow run, {BASE + 10} steps", timed(["run", "more"], cwd, runs))
+        figure("ansflow run, 1 step", timed(["run", "one", "--pipelines", "one"], cwd, runs))
+        base = figure(
+            f"ansflow run, {BASE} steps", timed(["run", "base", "--pipelines", "base"], cwd, runs)
+        )
+        more = figure(
+            f"ansflow run, {BASE + 10} steps",
+            timed(["run", "more", "--pipelines", "more"], cwd, runs),
+        )
         print(f"marginal step: {(more - base) / 10 * 1000:.1f} ms", flush=True)
 
 
