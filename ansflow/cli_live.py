@@ -59,10 +59,16 @@ class LiveView:
         self.tick(run)
 
     def output(self, lines: list[tuple[str, str]]) -> None:
+        if not lines:
+            return
+        texts = []
         for step, line in lines:
             text = Text(prefix(step), style="cyan")
             text.append_text(Text.from_ansi(line))
-            self._guard(functools.partial(self._console.print, text, soft_wrap=True))
+            texts.append(text)
+        # One print for the batch: the live table below is redrawn once, not per line.
+        batch = Text("\n").join(texts)
+        self._guard(functools.partial(self._console.print, batch, soft_wrap=True))
 
     def tick(self, run: RunSnapshot | None) -> None:
         if run is None:

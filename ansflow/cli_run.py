@@ -139,6 +139,7 @@ async def _run(settings: Settings, pipeline: str, params: dict[str, str], intera
             with contextlib.suppress(BaseException):
                 await opening
             await close_db()
+            print("ansflow: interrupted before the run started", file=sys.stderr)
             return signals.code()
         try:
             opening.result()
@@ -148,6 +149,7 @@ async def _run(settings: Settings, pipeline: str, params: dict[str, str], intera
         core = build_core(settings)
         try:
             if signals.first is not None:
+                print("ansflow: interrupted before the run started", file=sys.stderr)
                 return signals.code()
             follower = Follower(core.engine, _view(interactive), signals)
             return await follower.run(pipeline, params)
