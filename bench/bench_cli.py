@@ -1,10 +1,11 @@
-"""The terminal's own figures: ``python -m bench.bench_cli [RUNS]``.
+"""The terminal's own figures: ``python -m bench.bench_cli [RUNS [COMMAND]]``.
 
 Each figure is the median wall time of fresh ``ansflow`` processes (the
 installed console script), after warm-up runs that also apply the
 migrations: ``ansflow --help``; ``ansflow run`` of a 1-step pipeline
 (``true``) on SQLite; and the marginal cost of a step, from pipelines of
 ``BASE`` and ``BASE + 10`` steps. Output goes to a pipe, as in scripts and CI.
+``COMMAND`` times another ``ansflow`` (e.g. a wrapper running an older checkout).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def pipeline(name: str, steps: int) -> str:
     return f"name: {name}\nsteps:\n{body}"
 
 
-def timed(args: list[str], cwd: Path, runs: int) -> list[float]:
+def timed(args: list[str], cwd: Path, runs: int, command: str = ANSFLOW) -> list[float]:
     env = {"PATH": os.environ["PATH"], "HOME": str(cwd), "LANG": "C.UTF-8"}
     times: list[float] = []
     for i in range(WARMUP + runs):
@@ -56,6 +57,7 @@ def figure(label: str, times: list[float]) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     runs = int(argv[0]) if argv else RUNS
+    command = argv[1] if argv and len(argv) > 1 else ANSFLOW
     one, five, _ = os.getloadavg()
     print(f"(load average {one:.1f} / {five:.1f}, {os.cpu_count()} CPUs)", flush=True)
     with tempfile.TemporaryDirectory() as folder:
@@ -63,15 +65,13 @@ def main(argv: list[str] | None = None) -> None:
         for name, steps in (("one", 1), ("base", BASE), ("more", BASE + 10)):
             (cwd / name).mkdir()  # a folder each: a run parses only its own file
             (cwd / name / f"{name}.yml").write_text(pipeline(name, steps))
-        figure("ansflow --help", timed(["--help"], cwd, runs))
-        figure("ansflow run, 1 step", timed(["run", "one", "--pipelines", "one"], cwd, runs))
-        base = figure(
-            f"ansflow run, {BASE} steps", timed(["run", "base", "--pipelines", "base"], cwd, runs)
-        )
-        more = figure(
-            f"ansflow run, {BASE + 10} steps",
-            timed(["run", "more", "--pipelines", "more"], cwd, runs),
-        )
+        figure("ansflow --help", timed(["--help"], cwd, runs, command))
+        one = ["run", "one", "--pipelines", "one"]
+        figure("ansflow run, 1 step", timed(one, cwd, runs, command))
+        base_args = ["run", "base", "--pipelines", "base"]
+        base = figure(f"ansflow run, {BASE} steps", timed(base_args, cwd, runs, command))
+        more_args = ["run", "more", "--pipelines", "more"]
+        more = figure(f"ansflow run, {BASE + 10} steps", timed(more_args, cwd, runs, command))
         print(f"marginal step: {(more - base) / 10 * 1000:.1f} ms", flush=True)
 
 
