@@ -21,7 +21,8 @@ from pathlib import Path
 
 import aiohttp
 
-ANSFLOW = str(Path(sys.executable).parent / "ansflow")
+# ANSFLOW_BENCH_COMMAND: another ``ansflow`` to measure (e.g. a wrapper running an older checkout).
+ANSFLOW = os.environ.get("ANSFLOW_BENCH_COMMAND") or str(Path(sys.executable).parent / "ansflow")
 SECRET = "bench-secret-bench-secret-bench-secret!"
 ADMIN = "UBENCH"
 TWO_ECHOES = """\
