@@ -34,7 +34,7 @@ def timed(args: list[str], cwd: Path, runs: int, command: str = ANSFLOW) -> list
     times: list[float] = []
     for i in range(WARMUP + runs):
         began = time.perf_counter()
-        done = subprocess.run([ANSFLOW, *args], cwd=cwd, env=env, capture_output=True, check=False)
+        done = subprocess.run([command, *args], cwd=cwd, env=env, capture_output=True, check=False)
         took = time.perf_counter() - began
         if done.returncode != 0:
             raise RuntimeError(
@@ -58,8 +58,8 @@ def figure(label: str, times: list[float]) -> float:
 def main(argv: list[str] | None = None) -> None:
     runs = int(argv[0]) if argv else RUNS
     command = argv[1] if argv and len(argv) > 1 else ANSFLOW
-    one, five, _ = os.getloadavg()
-    print(f"(load average {one:.1f} / {five:.1f}, {os.cpu_count()} CPUs)", flush=True)
+    load1, load5, _ = os.getloadavg()
+    print(f"(load average {load1:.1f} / {load5:.1f}, {os.cpu_count()} CPUs)", flush=True)
     with tempfile.TemporaryDirectory() as folder:
         cwd = Path(folder)
         for name, steps in (("one", 1), ("base", BASE), ("more", BASE + 10)):
