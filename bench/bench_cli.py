@@ -11,6 +11,7 @@ migrations: ``ansflow --help``; ``ansflow run`` of a 1-step pipeline
 from __future__ import annotations
 
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -29,27 +30,37 @@ def pipeline(name: str, steps: int) -> str:
     return f"name: {name}\nsteps:\n{body}"
 
 
-def timed(args: list[str], cwd: Path, runs: int, command: str = ANSFLOW) -> list[float]:
+def timed(
+    args: list[str], cwd: Path, runs: int, command: str = ANSFLOW
+) -> tuple[list[float], list[float]]:
+    """Wall and CPU (user + system) seconds of each counted run."""
     env = {"PATH": os.environ["PATH"], "HOME": str(cwd), "LANG": "C.UTF-8"}
     times: list[float] = []
+    cpu: list[float] = []
     for i in range(WARMUP + runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         began = time.perf_counter()
         done = subprocess.run([command, *args], cwd=cwd, env=env, capture_output=True, check=False)
         took = time.perf_counter() - began
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         if done.returncode != 0:
             raise RuntimeError(
                 f"ansflow {' '.join(args)} exited {done.returncode}: {done.stderr!r}"
             )
         if i >= WARMUP:
             times.append(took)
-    return times
+            cpu.append(used)
+    return times, cpu
 
 
-def figure(label: str, times: list[float]) -> float:
+def figure(label: str, measured: tuple[list[float], list[float]]) -> float:
+    times, cpu = measured
     middle = statistics.median(times)
     print(
         f"{label}: median {middle * 1000:.0f} ms "
-        f"(min {min(times) * 1000:.0f}, max {max(times) * 1000:.0f}, n={len(times)})",
+        f"(min {min(times) * 1000:.0f}, max {max(times) * 1000:.0f}, n={len(times)}); "
+        f"CPU median {statistics.median(cpu) * 1000:.0f} ms",
         flush=True,
     )
     return middle
