@@ -253,6 +253,8 @@ class IdempotencyKey(Model):
     class Meta:
         table = "idempotency_key"
         unique_together = (("subject", "key"),)
+
+
 # ---- triggers and concurrency groups (issue 12) ---------------------------------
 
 
