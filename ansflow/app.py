@@ -17,6 +17,7 @@ from aiohttp import web
 from ansflow.metrics import setup_metrics
 from ansflow.settings import Settings
 from ansflow.wiring import Core, build_core
+from bot.config import SlackConfig
 from storage.db import close_db, open_db, ping
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,21 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response(body, status=503, headers={"Retry-After": "5"})
 
 
+def slack_config(settings: Settings) -> SlackConfig | None:
+    """The bot's settings, or None when Slack is off."""
+    if not settings.slack_enabled or settings.slack_bot_token is None:
+        return None
+    secret = settings.slack_signing_secret
+    app_token = settings.slack_app_token
+    return SlackConfig(
+        bot_token=settings.slack_bot_token.get_secret_value(),
+        signing_secret=secret.get_secret_value() if secret is not None else "",
+        app_token=app_token.get_secret_value() if app_token else None,
+        api_url=settings.slack_api_url,
+        lease_seconds=settings.lease_seconds,
+    )
+
+
 def build_app(settings: Settings, *, workdir: Path | None = None) -> web.Application:
     from ansflow.jenkins_setup import setup_jenkins
     from ansflow.triggers_setup import setup_triggers
@@ -74,8 +90,9 @@ def build_app(settings: Settings, *, workdir: Path | None = None) -> web.Applica
 
     app.cleanup_ctx.append(database)
     setup_jenkins(app, core)
-    setup_slack(app, core)
-    setup_api(app, core)
+    setup_slack(app, core.services, slack_config(settings))
+    jwt = settings.jwt_secret.get_secret_value() if settings.jwt_secret is not None else None
+    setup_api(app, core.services, jwt)
     # Last in, first out: the engine stops before the parts above it.
     app.cleanup_ctx.append(engine)
     setup_triggers(app, core)  # after recovery: schedules and the concurrency sweep

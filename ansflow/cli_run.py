@@ -1,8 +1,14 @@
-"""``ansflow run``: one pipeline in the terminal, with live progress (rich).
+"""``ansflow run``: one pipeline in the terminal, its steps' output as it comes.
 
-Exit code 0 when the run succeeds, 1 otherwise (2 for bad input). Ctrl-C
-cancels the run cleanly: process groups are killed and the run ends
-``cancelled``, recorded in the same database as runs from Slack.
+Each line a step prints is shown prefixed by the step's name (``[Build] …``);
+on a terminal a live table of the steps stays below the output (rich), and
+elsewhere (a pipe, CI) each step's start and end is a plain line. The run is
+recorded in the same database as runs from Slack.
+
+Exit code 0 when the run succeeds, 130 when Ctrl-C cancelled it, 1 otherwise
+(bad input included). Ctrl-C, SIGTERM and SIGHUP (the terminal closed) all
+cancel the run: its steps' process groups are ended and the run is stored
+``cancelled`` before the command exits.
 """
 
 from __future__ import annotations
@@ -11,74 +17,39 @@ import asyncio
 import contextlib
 import getpass
 import signal
+import sys
 import time
-from datetime import datetime
+from collections import deque
+from collections.abc import Iterator
 
-from rich.console import Console, Group
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
-
+from ansflow.cli_lines import StepLines
+from ansflow.cli_view import PlainView, View
 from ansflow.settings import Settings
 from ansflow.wiring import build_core
 from bot.parsing import CommandSyntaxError, split_key_values
 from engine.errors import UserError
-from engine.events import Event, RunFinished, RunSnapshot, RunStarted, StepFinished, StepStarted
+from engine.events import (
+    Event,
+    RunSnapshot,
+    RunStarted,
+    StepFinished,
+    StepLog,
+    StepSnapshot,
+    StepStarted,
+)
 from engine.permissions import Actor
 from engine.runner import Engine, RunRequest
-from engine.state import RunStatus, StepStatus
+from engine.state import RunStatus
 from storage.db import DatabaseError, close_db, open_db
+from storage.models import StepRun
 
 # Bad input fails like a failed run: the pipeline did not succeed.
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 1
-
-STYLE = {
-    StepStatus.PENDING: ("·", "dim"),
-    StepStatus.RUNNING: ("▶", "cyan"),
-    StepStatus.WAITING_APPROVAL: ("⏸", "yellow"),
-    StepStatus.SUCCESS: ("✔", "green"),
-    StepStatus.FAILED: ("✘", "red"),
-    StepStatus.CANCELLED: ("■", "magenta"),
-    StepStatus.SKIPPED: ("-", "dim"),
-}
-
-
-def _seconds(start: datetime | None, end: datetime | None) -> str:
-    if start is None:
-        return ""
-    stop = end or datetime.now(start.tzinfo)
-    return f"{(stop - start).total_seconds():.1f}s"
-
-
-def render(run: RunSnapshot) -> Table:
-    table = Table(title=f"{run.pipeline} · run {run.id} · {run.status}", title_justify="left")
-    table.add_column("", width=2)
-    table.add_column("step")
-    table.add_column("status")
-    table.add_column("time", justify="right")
-    for step in run.steps:
-        mark, style = STYLE[step.status]
-        table.add_row(
-            Text(mark, style=style),
-            step.name,
-            Text(step.status.value, style=style),
-            _seconds(step.started_at, step.finished_at),
-        )
-    return table
-
-
-def _summary(console: Console, run: RunSnapshot) -> None:
-    duration = f" in {run.duration:.1f}s" if run.duration is not None else ""
-    if run.status == RunStatus.SUCCESS:
-        console.print(f"[green]✔ {run.pipeline} run {run.id} succeeded{duration}[/green]")
-        return
-    console.print(f"[red]✘ {run.pipeline} run {run.id} {run.status}{duration}[/red]", end="")
-    console.print(f": {run.reason}" if run.reason else "", markup=False, highlight=False)
-    failed = next((s for s in run.steps if s.status == StepStatus.FAILED), None)
-    if failed is not None and failed.log_tail:
-        console.print(f"--- last lines of {failed.name} ---", style="dim")
-        console.print(failed.log_tail, markup=False, highlight=False)
-
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 1, 130
+CANCEL_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# After asking the engine to cancel (it ends process groups: TERM, then KILL
+# a few seconds later), how long to wait for the run to end before giving up.
+CANCEL_WAIT = 30.0
+TICK = 0.125  # live table refresh
 
 QUOTES = ('"', "'")
 
@@ -99,110 +70,206 @@ def parse_cli_params(tokens: list[str]) -> dict[str, str]:
     return params
 
 
+def exit_code(final: RunSnapshot, first_signal: int | None) -> int:
+    if final.status == RunStatus.SUCCESS:
+        return EXIT_OK
+    if final.status == RunStatus.CANCELLED and first_signal == signal.SIGINT:
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED
+
+
 def run_in_terminal(settings: Settings, pipeline: str, raw_params: list[str]) -> int:
-    console = Console(stderr=False, highlight=False)
     try:
         params = parse_cli_params(raw_params)
     except CommandSyntaxError as exc:
-        console.print(f"ansflow: {exc}", markup=False)
+        print(f"ansflow: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    return asyncio.run(_run(settings, pipeline, params, console))
+    return asyncio.run(_run(settings, pipeline, params, sys.stdout.isatty()))
 
 
-async def _run(settings: Settings, pipeline: str, params: dict[str, str], console: Console) -> int:
-    try:
-        await open_db(settings.database_url)
-    except DatabaseError as exc:
-        console.print(f"ansflow: {exc}", markup=False)
-        return EXIT_FAILED
-    core = build_core(settings)
-    await core.start()
-    try:
-        return await _run_with_core(core.engine, pipeline, params, console)
-    finally:
-        await core.stop()
-        await close_db()
+def _view(interactive: bool) -> View:
+    if not interactive:
+        return PlainView()
+    from rich.console import Console
+
+    from ansflow.cli_live import LiveView
+
+    return LiveView(Console(highlight=False))
 
 
-async def _run_with_core(
-    engine: Engine, pipeline: str, params: dict[str, str], console: Console
-) -> int:
-    latest: dict[str, RunSnapshot] = {}
-    plain = not console.is_terminal
+class Signals:
+    """Ctrl-C, SIGTERM and SIGHUP, noted (the first one counts for the exit code)."""
 
-    def on_event(event: Event) -> None:
-        latest["run"] = event.run
-        if plain and isinstance(event, RunStarted):
-            console.print(f"{event.run.pipeline} run {event.run.id} started", markup=False)
-        if plain and isinstance(event, StepStarted | StepFinished) and event.step is not None:
-            step = event.step
-            mark, _ = STYLE[step.status]
-            took = (
-                _seconds(step.started_at, step.finished_at)
-                if isinstance(event, StepFinished)
-                else ""
-            )
-            console.print(f"{mark} {step.name}: {step.status.value} {took}".rstrip(), markup=False)
-        if isinstance(event, RunFinished):
-            latest["done"] = event.run
+    def __init__(self) -> None:
+        self.first: int | None = None
+        self.count = 0
+        self.arrived = asyncio.Event()
 
-    engine.bus.subscribe(on_event)
-    user = f"cli:{_user()}"
-    # Ctrl-C handling is in place before the first step can start.
-    loop = asyncio.get_running_loop()
-    interrupted = asyncio.Event()
-    with contextlib.suppress(NotImplementedError):
-        loop.add_signal_handler(signal.SIGINT, interrupted.set)
-        loop.add_signal_handler(signal.SIGTERM, interrupted.set)
-    try:
+    def note(self, sig: int) -> None:
+        self.count += 1
+        if self.first is None:
+            self.first = sig
+        self.arrived.set()
+
+    @contextlib.contextmanager
+    def handled(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        for sig in CANCEL_SIGNALS:
+            loop.add_signal_handler(sig, self.note, sig)
         try:
-            snapshot = await engine.start_run(
-                RunRequest(pipeline, params, Actor(user, trusted=True), source="cli")
-            )
-        except UserError as exc:
-            console.print(f"ansflow: {exc}", markup=False)
-            return EXIT_USAGE
-        final = await _follow(engine, snapshot.id, latest, interrupted, console, plain, user)
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, ValueError):
-                loop.remove_signal_handler(sig)
-    await engine.run_until_idle()
-    if not plain:
-        console.print(render(final))
-    _summary(console, final)
-    return EXIT_OK if final.status == RunStatus.SUCCESS else EXIT_FAILED
+            yield
+        finally:
+            for sig in CANCEL_SIGNALS:
+                with contextlib.suppress(ValueError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+
+    def code(self) -> int:
+        return EXIT_INTERRUPTED if self.first == signal.SIGINT else EXIT_FAILED
 
 
-async def _follow(
-    engine: Engine,
-    run_id: int,
-    latest: dict[str, RunSnapshot],
-    interrupted: asyncio.Event,
-    console: Console,
-    plain: bool,
-    user: str,
-) -> RunSnapshot:
-    finished = asyncio.ensure_future(engine.wait_finished(run_id))
-    cancel_sent = False
-    live = None if plain else Live(console=console, refresh_per_second=8, transient=True)
-    started = time.monotonic()
-    with live if live is not None else contextlib.nullcontext():
-        while not finished.done():
-            waiter = asyncio.ensure_future(interrupted.wait())
-            await asyncio.wait(
-                {finished, waiter}, timeout=0.125, return_when=asyncio.FIRST_COMPLETED
-            )
-            waiter.cancel()
-            if interrupted.is_set() and not cancel_sent:
-                cancel_sent = True
-                console.print("cancelling…", markup=False)
-                await engine.cancel_run(run_id, Actor(user, trusted=True))
-            if live is not None and "run" in latest:
-                elapsed = Text(f"elapsed {time.monotonic() - started:.1f}s", style="dim")
-                live.update(Group(render(latest["run"]), elapsed))
-    result: RunSnapshot = finished.result()
-    return result
+async def _run(settings: Settings, pipeline: str, params: dict[str, str], interactive: bool) -> int:
+    signals = Signals()
+    with signals.handled():
+        opening = asyncio.ensure_future(open_db(settings.database_url))
+        interrupted = asyncio.ensure_future(signals.arrived.wait())
+        await asyncio.wait({opening, interrupted}, return_when=asyncio.FIRST_COMPLETED)
+        interrupted.cancel()
+        if not opening.done():  # a signal while connecting: nothing started yet
+            opening.cancel()
+            with contextlib.suppress(BaseException):
+                await opening
+            await close_db()
+            print("ansflow: interrupted before the run started", file=sys.stderr)
+            return signals.code()
+        try:
+            opening.result()
+        except DatabaseError as exc:
+            print(f"ansflow: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        core = build_core(settings)
+        await core.start()  # a replica of its own: its lease keeps its run its own
+        try:
+            if signals.first is not None:
+                print("ansflow: interrupted before the run started", file=sys.stderr)
+                return signals.code()
+            follower = Follower(core.engine, _view(interactive), signals)
+            return await follower.run(pipeline, params)
+        finally:
+            await core.stop()
+            await close_db()
+
+
+class Follower:
+    """Starts the run, shows its events as they come, cancels it on a signal."""
+
+    def __init__(self, engine: Engine, view: View, signals: Signals) -> None:
+        self.engine = engine
+        self.view = view
+        self.signals = signals
+        self.actor = Actor(f"cli:{_user()}", trusted=True)
+        self.lines = StepLines()
+        self.shown: set[str] = set()
+        self.latest: RunSnapshot | None = None
+        self._events: deque[Event] = deque()
+        self._wake = asyncio.Event()
+        self._run_id: int | None = None
+
+    def on_event(self, event: Event) -> None:
+        """An after-commit subscriber: queue and return."""
+        self._events.append(event)
+        self._wake.set()
+
+    async def run(self, pipeline: str, params: dict[str, str]) -> int:
+        self.engine.bus.subscribe(self.on_event)
+        try:
+            try:
+                snapshot = await self.engine.start_run(
+                    RunRequest(pipeline, params, self.actor, source="cli")
+                )
+            except UserError as exc:
+                print(f"ansflow: {exc}", file=sys.stderr)
+                return EXIT_USAGE
+            self._run_id = snapshot.id
+            self.latest = snapshot
+            final = await self._follow(snapshot.id)
+            if final is None:
+                return self.signals.code()
+            self.view.finish(final, self.shown)
+            return exit_code(final, self.signals.first)
+        finally:
+            self.view.close()
+            self.engine.bus.unsubscribe(self.on_event)
+
+    async def _follow(self, run_id: int) -> RunSnapshot | None:
+        finished = asyncio.ensure_future(self.engine.wait_finished(run_id))
+        cancel_sent: float | None = None
+        try:
+            while not finished.done():
+                self._wake.clear()
+                await self._drain()
+                if self.signals.first is not None and cancel_sent is None:
+                    cancel_sent = time.monotonic()
+                    self.view.message("cancelling…")
+                    await self.engine.cancel_run(run_id, self.actor)
+                if cancel_sent is not None and time.monotonic() - cancel_sent > CANCEL_WAIT:
+                    self.view.message(
+                        f"the run did not end within {CANCEL_WAIT:g}s of cancelling; "
+                        "ending its processes"
+                    )
+                    return None
+                woken = asyncio.ensure_future(self._wake.wait())
+                arrived = asyncio.ensure_future(self.signals.arrived.wait())
+                await asyncio.wait(
+                    {finished, woken, arrived}, timeout=TICK, return_when=asyncio.FIRST_COMPLETED
+                )
+                woken.cancel()
+                arrived.cancel()
+                if self.signals.first is not None:
+                    self.signals.arrived.clear()
+                self.view.tick(self.latest)
+            await self.engine.run_until_idle()
+            await self._drain()
+            self.view.output(self.lines.flush_all())
+            result: RunSnapshot = finished.result()
+            return result
+        finally:
+            finished.cancel()
+
+    async def _drain(self) -> None:
+        while self._events:
+            await self._show(self._events.popleft())
+
+    async def _show(self, event: Event) -> None:
+        if event.run.id != self._run_id:
+            return
+        self.latest = event.run
+        if isinstance(event, RunStarted):
+            self.view.started(event.run)
+        elif isinstance(event, StepLog):
+            self._output(event.step_name, "".join(f"{line}\n" for line in event.lines))
+        elif isinstance(event, StepStarted) and event.step is not None:
+            self.view.step(event.run, event.step, finished=False)
+        elif isinstance(event, StepFinished) and event.step is not None:
+            await self._step_finished(event.run, event.step)
+        else:
+            self.view.tick(event.run)
+
+    def _output(self, step: str, text: str) -> None:
+        lines = self.lines.feed(step, text)
+        if lines:
+            self.shown.add(step)
+            self.view.output(lines)
+
+    async def _step_finished(self, run: RunSnapshot, step: StepSnapshot) -> None:
+        if step.name not in self.lines.seen:
+            # Nothing came while it ran (no live output for this step): its stored log.
+            stored = await StepRun.filter(id=step.id).values_list("log", flat=True)
+            self._output(step.name, str(stored[0]) if stored else "")
+        rest = self.lines.flush(step.name)
+        if rest:
+            self.shown.add(step.name)
+            self.view.output(rest)
+        self.view.step(run, step, finished=True)
 
 
 def _user() -> str:

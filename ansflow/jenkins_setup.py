@@ -23,10 +23,12 @@ from api.jenkins_hook import ROUTE, hook_handler
 from engine.executors.jenkins import JenkinsExecutor
 from engine.jenkins.errors import JenkinsError
 from engine.jenkins.follow import Follower
+from engine.jenkins.logs import jenkins_console
 from engine.jenkins.poller import JenkinsPoller
 from engine.jenkins.sync import sync_jobs
 from engine.jenkins.tools import DEFAULT_TOOL, ToolClients, jenkins_tools, register_tool
 from storage.leases import take_lease
+from storage.models import StepRun
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,11 @@ def setup_jenkins(app: web.Application, core: Core) -> None:
     service = JenkinsService(clients, follower, executor, poller)
     app[JENKINS] = service
     core.engine.register(executor, idle=executor.idle)
+
+    async def read_console(step: StepRun) -> str | None:
+        return await jenkins_console(clients, core.masker, step)
+
+    core.services.jenkins_console = read_console
     hook_secret = core.settings.jenkins_hook_secret
     secret = hook_secret.get_secret_value() if hook_secret is not None else None
     app.router.add_post(ROUTE, hook_handler(secret, follower, clients))

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from ansflow.app import CORE, build_app
 from ansflow.settings import Settings
+from bot.errors import SlackStartupError
 from storage.db import DatabaseError
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ async def _drain(app: web.Application, settings: Settings, now: asyncio.Event) -
 def serve(settings: Settings) -> int:
     try:
         asyncio.run(_serve(settings))
-    except (DatabaseError, StartupError) as exc:
+    except (DatabaseError, StartupError, SlackStartupError) as exc:
         print(f"ansflow: {exc}", file=sys.stderr)
         return 1
     return 0

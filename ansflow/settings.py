@@ -2,14 +2,29 @@
 
 An invalid value stops the start with one line naming the variable and the
 problem: :func:`load_settings` raises :class:`SettingsError` carrying it.
+
+Each field names its variable (``validation_alias``) and is read from the
+environment as text, then validated by pydantic as for any model (defaults
+too). Settings are scalars; a list is one comma-separated variable checked by
+a validator (see ``ANSFLOW_ADMINS``). A plain ``BaseModel`` fed the matching
+variables, not pydantic-settings: the same validation, without importing its
+sources machinery at every start of the command line.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 
 
 class SettingsError(Exception):
@@ -20,10 +35,8 @@ def _env(name: str) -> AliasChoices:
     return AliasChoices(name)
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="", case_sensitive=True, extra="ignore", populate_by_name=False
-    )
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=False, validate_default=True)
 
     database_url: str = Field("sqlite://ansflow.db", validation_alias=_env("ANSFLOW_DATABASE_URL"))
     pipelines_dir: Path = Field(Path("./pipelines"), validation_alias=_env("ANSFLOW_PIPELINES_DIR"))
@@ -159,10 +172,10 @@ _ALIASES = {
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:
     """Read settings from ``env`` (default: the process environment)."""
+    source = os.environ if env is None else env
+    names = set(_ALIASES.values())
     try:
-        if env is None:
-            return Settings()
-        return Settings.model_validate({k: v for k, v in env.items() if k in _ALIASES.values()})
+        return Settings.model_validate({k: v for k, v in source.items() if k in names})
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = first["loc"][0] if first["loc"] else ""

@@ -14,6 +14,7 @@ from engine.lease_keeper import LeaseKeeper
 from engine.masking import Masker
 from engine.replica import ReplicaRef
 from engine.runner import Engine
+from engine.services import Services
 from engine.signals import PgSignals
 from engine.workspaces import Workspaces
 
@@ -30,6 +31,8 @@ class Core:
     keeper: LeaseKeeper
     signals: PgSignals | None
     workspaces: Workspaces
+    # What bot/ and api/ are handed (they never import this module).
+    services: Services
 
     async def start(self) -> None:
         """Register this replica and take over what dead replicas left."""
@@ -107,4 +110,7 @@ def build_core(
         keeper=keeper,
         signals=signals,
         workspaces=workspaces,
+        services=Services(
+            bus=bus, engine=engine, masker=masker, shell=shell, replica=replica, signals=signals
+        ),
     )

@@ -9,8 +9,6 @@ The token itself is never logged, stored or returned.
 
 from __future__ import annotations
 
-import re
-import time
 import warnings
 
 import jwt
@@ -18,29 +16,15 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from api.errors import API_PREFIX, Handler, error_response
+from api.tokens import ALGORITHM, USER_ID, TokenError
+from api.tokens import create_token as create_token  # re-exported
 from engine.permissions import Actor
 
-ALGORITHM = "HS256"
 ACTOR: web.RequestKey[Actor] = web.RequestKey("actor", Actor)
 # Tokens may travel in ``?token=`` only where browsers cannot set headers.
 QUERY_TOKEN_PREFIX = "/api/v1/ws/"
 PUBLIC_PATHS = frozenset({"/api/v1/openapi.json"})
-USER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 DISABLED = "The REST API is disabled: set ANSFLOW_JWT_SECRET to enable it."
-
-
-class TokenError(Exception):
-    """Why a token is refused; ``str()`` is fit to return to the client."""
-
-
-def create_token(secret: str, user_id: str, ttl_seconds: int, now: float | None = None) -> str:
-    if not USER_ID.match(user_id):
-        raise TokenError(f"{user_id!r} is not a user id (letters, digits, '_', '.', '@', '-')")
-    issued = int(now if now is not None else time.time())
-    claims = {"sub": user_id, "iat": issued, "exp": issued + ttl_seconds}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", jwt.InsecureKeyLengthWarning)
-        return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
 def user_of(token: str, secret: str) -> str:

@@ -8,14 +8,13 @@ from typing import Any
 
 from aiohttp import web
 
-from ansflow.app import CORE
-from ansflow.wiring import Core
 from api.auth import actor_of
 from api.errors import ApiError
 from api.inputs import parse_json
 from api.render import Json, decision_json
 from engine.permissions import may_view
 from engine.pipelines import Pipeline
+from engine.services import Services
 from storage import runs as store
 from storage.models import Approval, ApprovalDecision, Run, StepRun
 
@@ -23,8 +22,12 @@ MAX_ID = 2**31 - 1
 DIGITS = re.compile(r"^[0-9]{1,10}$")
 
 
-def core_of(request: web.Request) -> Core:
-    return request.app[CORE]
+SERVICES: web.AppKey[Services] = web.AppKey("api_services", Services)
+
+
+def core_of(request: web.Request) -> Services:
+    """The engine's services, as the composition root handed them to the API."""
+    return request.app[SERVICES]
 
 
 def path_id(request: web.Request, name: str = "id") -> int:

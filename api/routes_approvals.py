@@ -13,12 +13,12 @@ from typing import Any
 
 from aiohttp import web
 
-from ansflow.wiring import Core
 from api.auth import actor_of
 from api.common import approvals_of, core_of, json_object, path_id, visible_run
 from api.errors import ApiError
 from api.render import execution_json
 from engine.permissions import Actor
+from engine.services import Services
 from engine.snapshots import run_snapshot
 
 BASE = "/api/v1/cicd/executions/"
@@ -27,7 +27,7 @@ UNAVAILABLE = "approvals are not available"
 
 
 async def decide_approval(
-    core: Core, run_id: int, actor: Actor, decision: str, comment: str | None
+    core: Services, run_id: int, actor: Actor, decision: str, comment: str | None
 ) -> Any:
     try:
         module = importlib.import_module("engine.approvals")

@@ -110,15 +110,11 @@ async def _log_of(request: web.Request, step: StepRun) -> str:
         live = core_of(request).shell.live_log(step.id)
         if live is not None:
             return live
-    if step.kind == "jenkins":
-        from ansflow.jenkins_setup import JENKINS
-        from engine.jenkins.logs import jenkins_console
-
-        service = request.app.get(JENKINS)
-        if service is not None:
-            console = await jenkins_console(service.clients, core_of(request).masker, step)
-            if console is not None:
-                return console
+    read_console = core_of(request).jenkins_console
+    if step.kind == "jenkins" and read_console is not None:
+        console = await read_console(step)
+        if console is not None:
+            return console
     return step.log or step.log_tail
 
 

@@ -12,30 +12,24 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from ansflow.wiring import Core
 from api import hooks_pipelines, routes_approvals, routes_catalog, routes_executions, ws
 from api.auth import auth_middleware
-from api.common import PipelineCache
+from api.common import SERVICES, PipelineCache
 from api.errors import error_middleware, remember_prepared
 from api.hub import Hub
 from api.inputs import input_guard
 from api.openapi import add_routes as add_openapi
 from api.remote import remote_event_handler
+from engine.services import Services
 
 log = logging.getLogger(__name__)
 
 MIN_SECRET_BYTES = 32
 
 
-def _secret(core: Core) -> str | None:
-    value = core.settings.jwt_secret
-    if value is None or not value.get_secret_value():
-        return None
-    return value.get_secret_value()
-
-
-def setup_api(app: web.Application, core: Core) -> None:
-    secret = _secret(core)
+def setup_api(app: web.Application, core: Services, jwt_secret: str | None) -> None:
+    """``jwt_secret`` None or empty: the API refuses every request."""
+    secret = jwt_secret or None
     if secret is None:
         log.info("REST API refuses all requests: set ANSFLOW_JWT_SECRET to enable it")
     elif len(secret.encode()) < MIN_SECRET_BYTES:
@@ -46,6 +40,7 @@ def setup_api(app: web.Application, core: Core) -> None:
     app.on_response_prepare.append(remember_prepared)
     app.middlewares.append(input_guard)
     app.middlewares.append(auth_middleware(secret))
+    app[SERVICES] = core
     hub = Hub(core.engine.admins)
     app[ws.HUB] = hub
     routes_executions.add_routes(app, PipelineCache())

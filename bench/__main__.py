@@ -16,6 +16,9 @@ MODULES = [
     "bench.bench_api_resilience",
     "bench.bench_triggers",
     "bench.bench_slack_home",
+    "bench.bench_cli",
+    "bench.bench_seed",
+    "bench.bench_throughput",
     "bench.bench_soak",
 ]
 

@@ -1,13 +1,10 @@
 """Errors of the Slack bot.
 
-StartupError (ansflow.serve)
-└── SlackStartupError   Slack refused the bot token at start; one line, no token in it
+SlackStartupError   Slack refused the bot token at start; one line, no token in it
 """
 
 from __future__ import annotations
 
-from ansflow.serve import StartupError
 
-
-class SlackStartupError(StartupError):
-    pass
+class SlackStartupError(Exception):
+    """Something a person must fix before the bot can start; ``str()`` is one line."""

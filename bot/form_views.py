@@ -1,6 +1,6 @@
 """The parameter form and the pipeline picker (Slack modals): pure rendering and reading.
 
-Limits Slack enforces on a modal (NOTES-slack-jenkins.md): ≤ 100 blocks, a
+Limits Slack enforces on a modal (docs/slack.md, "Limits"): ≤ 100 blocks, a
 title and button texts ≤ 24 characters, ``private_metadata`` ≤ 3,000, a
 select ≤ 100 options whose text is ≤ 75 and value ≤ 150 characters, a text
 input's value ≤ 3,000. A parameter whose choices do not fit a select gets a

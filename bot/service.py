@@ -22,9 +22,9 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from ansflow.wiring import Core
 from bot.actions import ACTIONS, ActionHandler
 from bot.commands import CommandEnv, guarded
+from bot.config import SlackConfig
 from bot.endpoint import Handler, events_handler
 from bot.errors import SlackStartupError
 from bot.forms import Forms
@@ -37,6 +37,7 @@ from bot.replies import Replies
 from bot.rerun import rerun_clicked
 from bot.views import RERUN_ACTION_ID, Message
 from engine.events import Event
+from engine.services import Services
 from storage.models import StepRun
 
 log = logging.getLogger(__name__)
@@ -52,30 +53,26 @@ def api_base(url: str | None) -> str:
 class SlackBot:
     def __init__(
         self,
-        core: Core,
+        core: Services,
+        config: SlackConfig,
         pacing: Pacing | None = None,
         jenkins_console: Callable[[StepRun], Awaitable[str | None]] | None = None,
     ) -> None:
-        settings = core.settings
-        assert settings.slack_bot_token is not None
         self.core = core
-        self.base_url = api_base(settings.slack_api_url)
+        self.base_url = api_base(config.api_url)
         self.client = AsyncWebClient(
-            token=settings.slack_bot_token.get_secret_value(),
+            token=config.bot_token,
             base_url=self.base_url,
             timeout=API_TIMEOUT,
         )
-        secret = settings.slack_signing_secret
-        self.signing_secret = secret.get_secret_value() if secret is not None else ""
-        self.app_token = (
-            settings.slack_app_token.get_secret_value() if settings.slack_app_token else None
-        )
-        pacing = pacing or Pacing(lease_seconds=settings.lease_seconds)
+        self.signing_secret = config.signing_secret
+        self.app_token = config.app_token
+        pacing = pacing or Pacing(lease_seconds=config.lease_seconds)
         self.notifier = Notifier(self.client, pacing, owner=core.replica.id)
         self.home = HomePublisher(self.client, core.engine)
         self.notifier.home = self.home
         # Signs the forms' private_metadata (Socket Mode may have no signing secret).
-        key = self.signing_secret or settings.slack_bot_token.get_secret_value()
+        key = self.signing_secret or config.bot_token
         self.forms = Forms(self.client, core.engine, key.encode(), self._run_for)
         self.env = CommandEnv(
             engine=core.engine, jenkins_console=jenkins_console, modals=self.forms

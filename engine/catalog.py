@@ -37,6 +37,10 @@ class PipelineSource:
             self._catalog = load_catalog(self.folder)
             self._signature = signature
             for problem in self._catalog.problems:
+                if not self.folder.is_dir():
+                    # The folder itself: ``ansflow serve`` names it once at start.
+                    log.debug("no pipelines folder: %s", problem)
+                    continue
                 log.warning("pipeline file skipped: %s", problem)
         return self._catalog
 

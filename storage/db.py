@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import io
 import logging
+import pkgutil
 from typing import Any
 from urllib.parse import urlsplit
 
 from tortoise import Tortoise, connections
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.backends.base.executor import EXECUTOR_CACHE
 from tortoise.context import TortoiseContext
 
@@ -17,6 +20,7 @@ log = logging.getLogger(__name__)
 
 MODELS_MODULE = "storage.models"
 MIGRATIONS_MODULE = "storage.migrations"
+MIGRATIONS_TABLE = "tortoise_migrations"  # where Tortoise records applied migrations
 
 
 class DatabaseError(Exception):
@@ -89,18 +93,57 @@ def _looks_like_connection_problem(exc: Exception) -> bool:
     )
 
 
+def migration_names() -> set[str]:
+    """The migrations on disk, found as Tortoise's loader finds them."""
+    package = importlib.import_module(MIGRATIONS_MODULE)
+    return {
+        name
+        for _, name, is_pkg in pkgutil.iter_modules(package.__path__)
+        if not is_pkg and name[0] not in "_~"
+    }
+
+
+async def schema_is_current(conn: BaseDBAsyncClient, expected: set[str] | None = None) -> bool:
+    """Every migration on disk (or ``expected``) is recorded as applied (Tortoise's records).
+
+    Any doubt (no records table yet, a query error, a migration not recorded)
+    answers False, and the caller applies migrations as before.
+    """
+    table = '"' + MIGRATIONS_TABLE + '"'
+    try:
+        _, rows = await asyncio.wait_for(
+            conn.execute_query(
+                f"SELECT name FROM {table} WHERE app = 'models'"  # noqa: S608  (constants)
+            ),
+            timeout=30,
+        )
+    except Exception:  # missing table or anything else: let the migrator decide
+        return False
+    applied = {str(row["name"]) for row in rows}
+    return (migration_names() if expected is None else expected) <= applied
+
+
 async def open_db(url: str, *, apply_migrations: bool = True) -> None:
-    """Migrate (optionally) and initialise Tortoise for this process."""
-    if apply_migrations:
-        await migrate(url)
+    """Initialise Tortoise for this process; apply migrations unless all are applied.
+
+    The check is one query of Tortoise's migration records; the migrator (which
+    loads every migration module) runs only when one is missing.
+    """
     # Not wrapped in wait_for: Tortoise keeps its state in a context variable of
     # this task, and the global fallback lets later tasks (servers, jobs) see it.
     await Tortoise.init(config=tortoise_config(url), _enable_global_fallback=True)
+    conn = connections.get("default")
     try:
-        await asyncio.wait_for(connections.get("default").execute_query("SELECT 1"), timeout=30)
+        await asyncio.wait_for(conn.execute_query("SELECT 1"), timeout=30)
     except (OSError, TimeoutError, ConnectionError) as exc:
         await Tortoise.close_connections()
         raise DatabaseError(f"cannot reach the database at {redact(url)}: {exc}") from None
+    if apply_migrations and not await schema_is_current(conn):
+        try:
+            await migrate(url)
+        except BaseException:
+            await Tortoise.close_connections()
+            raise
 
 
 async def close_db() -> None:

@@ -12,8 +12,13 @@ from typing import Any
 from tortoise import fields
 from tortoise.models import Model
 
+# Each model sets ``_no_comments``: Tortoise would otherwise read this file's
+# source (inspect.getsource, one parse per class) at import to find ``#:``
+# field comments, which these models do not use; it costs every start.
+
 
 class CICDTool(Model):
+    _no_comments = True
     id = fields.IntField(primary_key=True)
     name = fields.CharField(max_length=64, unique=True)
     kind = fields.CharField(max_length=32, default="jenkins")
@@ -33,6 +38,7 @@ class CICDTool(Model):
 
 
 class Run(Model):
+    _no_comments = True
     id = fields.IntField(primary_key=True)
     pipeline = fields.CharField(max_length=80, db_index=True)
     definition: fields.JSONField[Any] = fields.JSONField()
@@ -66,6 +72,7 @@ class Run(Model):
 
 
 class StepRun(Model):
+    _no_comments = True
     id = fields.IntField(primary_key=True)
     run: fields.ForeignKeyRelation[Run] = fields.ForeignKeyField(
         "models.Run", related_name="steps", on_delete=fields.CASCADE
@@ -96,6 +103,7 @@ class StepRun(Model):
 
 
 class Approval(Model):
+    _no_comments = True
     id = fields.IntField(primary_key=True)
     step: fields.OneToOneRelation[StepRun] = fields.OneToOneField(
         "models.StepRun", related_name="approval", on_delete=fields.CASCADE
@@ -117,6 +125,7 @@ class Approval(Model):
 
 
 class ApprovalDecision(Model):
+    _no_comments = True
     id = fields.IntField(primary_key=True)
     approval: fields.ForeignKeyRelation[Approval] = fields.ForeignKeyField(
         "models.Approval", related_name="decisions", on_delete=fields.CASCADE
@@ -133,6 +142,7 @@ class ApprovalDecision(Model):
 
 
 class OutboxMessage(Model):
+    _no_comments = True
     """A Slack message a state change caused, stored in the change's transaction."""
 
     id = fields.IntField(primary_key=True)
@@ -156,6 +166,7 @@ class OutboxMessage(Model):
 
 
 class JenkinsJob(Model):
+    _no_comments = True
     id = fields.IntField(primary_key=True)
     tool: fields.ForeignKeyRelation[CICDTool] = fields.ForeignKeyField(
         "models.CICDTool", related_name="jobs", on_delete=fields.CASCADE
@@ -173,6 +184,7 @@ class JenkinsJob(Model):
 
 
 class SeenEvent(Model):
+    _no_comments = True
     """Slack Events API deliveries already handled (Slack retries them)."""
 
     event_id = fields.CharField(max_length=64, primary_key=True)
@@ -241,6 +253,8 @@ class IdempotencyKey(Model):
     class Meta:
         table = "idempotency_key"
         unique_together = (("subject", "key"),)
+
+
 # ---- triggers and concurrency groups (issue 12) ---------------------------------
 
 

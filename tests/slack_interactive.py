@@ -1,8 +1,7 @@
 """Signed modal submissions, Events API deliveries and Home clicks, shaped as Slack sends them.
 
 ``view_submission`` and ``block_actions`` are form bodies with one
-``payload`` field; Events API deliveries are JSON (NOTES-slack-jenkins.md
-"Modals, the App Home and events").
+``payload`` field; Events API deliveries are JSON, signed like everything else.
 """
 
 from __future__ import annotations

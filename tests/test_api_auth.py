@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from ansflow.token_cli import TtlError, cmd_token_create, parse_ttl
 from api.auth import TokenError, create_token, user_of
-from api.token_cli import TtlError, cmd_token_create, parse_ttl
 from tests.api_support import SECRET, api_server, make_token, write_standard
 from tests.helpers import make_settings, serving
 

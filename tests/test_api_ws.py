@@ -66,8 +66,11 @@ async def test_snapshot_then_every_event_until_the_end(
             events = await receive_all(ws)
             assert ws.closed
         assert [(e["type"], _step_name(e)) for e in events] == [
-            ("step.finished", "gate"), ("step.started", "after"), ("step.log", "after"),
-            ("step.finished", "after"), ("run.finished", None),
+            ("step.finished", "gate"),
+            ("step.started", "after"),
+            ("step.log", "after"),
+            ("step.finished", "after"),
+            ("run.finished", None),
         ]
         assert events[2]["lines"] == ["after"]
         assert events[-1]["status"] == "success"
@@ -117,11 +120,15 @@ async def test_stream_shows_only_runs_the_token_may_see(
     write_standard(pipelines_dir)
     async with api_server(sqlite_url, pipelines_dir) as api:
         url = f"{api.url}/api/v1/ws/executions/"
-        async with api.http.ws_connect(url, headers=bearer("U222")) as mine, \
-                api.http.ws_connect(url, headers=bearer(ADMIN)) as admin:
+        async with (
+            api.http.ws_connect(url, headers=bearer("U222")) as mine,
+            api.http.ws_connect(url, headers=bearer(ADMIN)) as admin,
+        ):
             for ws in (mine, admin):
-                assert json.loads((await ws.receive()).data) == {"type": "snapshot",
-                                                                  "executions": []}
+                assert json.loads((await ws.receive()).data) == {
+                    "type": "snapshot",
+                    "executions": [],
+                }
             hidden = (await api.call("POST", E, json={"pipeline": "restricted"}, user="U111")).body
             await api.wait_finished(hidden["id"])
             shown = (await api.call("POST", E, json={"pipeline": "simple"}, user="U333")).body
@@ -145,10 +152,7 @@ async def finished_ids(ws: aiohttp.ClientWebSocketResponse, count: int) -> list[
 
 
 CHATTY_STEP = (
-    "  - name: s{i}\n"
-    "    run: for n in $(seq 1 40); do echo \"line $n "
-    + "x" * 64
-    + "\"; done\n"
+    '  - name: s{i}\n    run: for n in $(seq 1 40); do echo "line $n ' + "x" * 64 + '"; done\n'
 )
 
 
@@ -183,17 +187,16 @@ async def test_a_stuck_client_is_dropped_and_slows_nobody(
     async with api_server(sqlite_url, pipelines_dir) as api:
         hub = api.server.app[HUB]
         hub.queue_size = 8  # for the stuck client only
-        reader, writer = await stuck_client(api.url, "/api/v1/ws/executions/",
-                                            make_token(ADMIN))
+        reader, writer = await stuck_client(api.url, "/api/v1/ws/executions/", make_token(ADMIN))
         await eventually(lambda: asyncio.sleep(0, len(hub.clients)), lambda n: n == 1)
         hub.queue_size = 1000
         url = f"{api.url}/api/v1/ws/executions/"
         async with api.http.ws_connect(url, headers=bearer(ADMIN)) as good:
             assert json.loads((await good.receive()).data)["type"] == "snapshot"
             listening = asyncio.ensure_future(finished_ids(good, 20))
-            created = await asyncio.gather(*[
-                api.call("POST", E, json={"pipeline": "chatty"}) for _ in range(20)
-            ])
+            created = await asyncio.gather(
+                *[api.call("POST", E, json={"pipeline": "chatty"}) for _ in range(20)]
+            )
             ids = [c.body["id"] for c in created]
             for run_id in ids:
                 done = await api.wait_finished(run_id, timeout=60)

@@ -44,7 +44,9 @@ async def waiting(core, run_id: int) -> None:  # type: ignore[no-untyped-def]
     await eventually(status, lambda s: s == RunStatus.WAITING_APPROVAL)
 
 
-async def test_an_approver_releases_the_gate(database_url: str, pipelines_dir: Path, tmp_path: Path) -> None:
+async def test_an_approver_releases_the_gate(
+    database_url: str, pipelines_dir: Path, tmp_path: Path
+) -> None:
     write_pipeline(pipelines_dir, "gated", gated(tmp_path))
     async with engine_on(database_url, pipelines_dir) as core:
         run = await core.engine.start_run(RunRequest("gated", {}, STARTER, source="api"))
@@ -57,7 +59,9 @@ async def test_an_approver_releases_the_gate(database_url: str, pipelines_dir: P
     assert final.status == RunStatus.SUCCESS
     assert (tmp_path / "deployed").read_text() == "deployed\n"
     assert approval.outcome == "approved" and approval.decided_at is not None
-    assert [(d.user_id, d.decision, d.comment) for d in decisions] == [("U_A", "approve", "ship it")]
+    assert [(d.user_id, d.decision, d.comment) for d in decisions] == [
+        ("U_A", "approve", "ship it")
+    ]
 
 
 async def test_non_approvers_and_the_starter_are_refused_and_change_nothing(
@@ -78,7 +82,9 @@ async def test_non_approvers_and_the_starter_are_refused_and_change_nothing(
         await core.engine.cancel_run(run.id, STARTER)
 
 
-async def test_self_approval_when_allowed(sqlite_url: str, pipelines_dir: Path, tmp_path: Path) -> None:
+async def test_self_approval_when_allowed(
+    sqlite_url: str, pipelines_dir: Path, tmp_path: Path
+) -> None:
     write_pipeline(pipelines_dir, "gated", gated(tmp_path, self_ok=True))
     async with engine_on(sqlite_url, pipelines_dir) as core:
         run = await core.engine.start_run(RunRequest("gated", {}, STARTER))
@@ -119,7 +125,11 @@ async def test_one_reject_ends_the_run_and_later_steps_never_run(
     assert final.status == RunStatus.FAILED
     assert final.reason == "rejected by @U_B: not today"
     assert final.failed_step == "Approve production"
-    assert [s.status for s in final.steps] == [StepStatus.SUCCESS, StepStatus.FAILED, StepStatus.SKIPPED]
+    assert [s.status for s in final.steps] == [
+        StepStatus.SUCCESS,
+        StepStatus.FAILED,
+        StepStatus.SKIPPED,
+    ]
     assert not (tmp_path / "deployed").exists()
     assert "already decided" in str(late.value)
 
@@ -144,7 +154,9 @@ async def test_concurrent_approvals_run_the_next_step_once(
     assert (tmp_path / "deployed").read_text() == "deployed\n"
 
 
-async def test_an_unanswered_gate_times_out(sqlite_url: str, pipelines_dir: Path, tmp_path: Path) -> None:
+async def test_an_unanswered_gate_times_out(
+    sqlite_url: str, pipelines_dir: Path, tmp_path: Path
+) -> None:
     write_pipeline(pipelines_dir, "gated", gated(tmp_path, timeout="timeout: 0.5"))
     async with engine_on(sqlite_url, pipelines_dir) as core:
         run = await core.engine.start_run(RunRequest("gated", {}, STARTER))
@@ -186,7 +198,9 @@ async def test_a_gate_that_expired_while_the_service_was_down_fails_on_restart(
     assert final.reason == "approval timed out"
 
 
-async def test_cancel_while_waiting_for_approval(sqlite_url: str, pipelines_dir: Path, tmp_path: Path) -> None:
+async def test_cancel_while_waiting_for_approval(
+    sqlite_url: str, pipelines_dir: Path, tmp_path: Path
+) -> None:
     write_pipeline(pipelines_dir, "gated", gated(tmp_path))
     async with engine_on(sqlite_url, pipelines_dir) as core:
         run = await core.engine.start_run(RunRequest("gated", {}, STARTER))

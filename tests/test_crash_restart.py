@@ -76,15 +76,23 @@ class Servers:
         out = log.open("wb")
         self._logs.append(out)
         env = {
-            "PATH": os.environ["PATH"], "HOME": str(self.tmp_path), "LANG": "C.UTF-8",
-            "ANSFLOW_HOST": "127.0.0.1", "ANSFLOW_PORT": str(port),
+            "PATH": os.environ["PATH"],
+            "HOME": str(self.tmp_path),
+            "LANG": "C.UTF-8",
+            "ANSFLOW_HOST": "127.0.0.1",
+            "ANSFLOW_PORT": str(port),
             # Each start listens on a new port: the killed one is known dead by its lease.
             "ANSFLOW_LEASE_SECONDS": "2",
             **self.env,
         }
         process = await asyncio.create_subprocess_exec(
-            ANSFLOW, "serve", cwd=self.tmp_path, env=env,
-            stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT,
+            ANSFLOW,
+            "serve",
+            cwd=self.tmp_path,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
         )
         served = Served(process, f"http://127.0.0.1:{port}", log)
@@ -343,7 +351,10 @@ CASES = [
     pytest.param("ended-unseen", "deploy-web", "sqlite", id="ended-unseen-sqlite"),
     pytest.param("post-unanswered", "deploy-web", "sqlite", id="post-unanswered-params-sqlite"),
     pytest.param(
-        "post-unanswered", "marked", "postgres", id="post-unanswered-marker-postgres",
+        "post-unanswered",
+        "marked",
+        "postgres",
+        id="post-unanswered-marker-postgres",
         marks=pytest.mark.postgres,
     ),
 ]

@@ -38,7 +38,10 @@ async def test_sequential_and_parallel_steps_all_succeed(
         run = await run_to_end(core, "build", {"version": "2.5"})
         assert run.status == RunStatus.SUCCESS
         assert [(s.name, s.status) for s in run.steps] == [
-            ("first", "success"), ("left", "success"), ("right", "success"), ("last", "success"),
+            ("first", "success"),
+            ("left", "success"),
+            ("right", "success"),
+            ("last", "success"),
         ]
         assert run.steps[0].log_tail == "first 2.5"
         assert run.started_at is not None and run.finished_at is not None
@@ -49,7 +52,9 @@ async def test_sequential_and_parallel_steps_all_succeed(
         assert types[0] == "run.started" and types[-1] == "run.finished"
         assert types.count("step.started") == 4 and types.count("step.finished") == 4
         # The last stage starts only after both parallel steps ended.
-        finished_order = [e.step.name for e in recorder.events if isinstance(e, StepFinished) and e.step]
+        finished_order = [
+            e.step.name for e in recorder.events if isinstance(e, StepFinished) and e.step
+        ]
         assert finished_order.index("last") == 3
 
 
@@ -58,7 +63,8 @@ async def test_a_failure_skips_later_steps_and_names_the_step(
 ) -> None:
     marker = tmp_path / "marker"
     write_pipeline(
-        pipelines_dir, "fails",
+        pipelines_dir,
+        "fails",
         f"""\
 name: fails
 steps:
@@ -84,7 +90,8 @@ async def test_cancel_kills_the_running_step_and_skips_the_rest(
 ) -> None:
     pidfile = tmp_path / "pid"
     write_pipeline(
-        pipelines_dir, "slow",
+        pipelines_dir,
+        "slow",
         f"""\
 name: slow
 steps:
@@ -109,7 +116,9 @@ steps:
 
 
 async def test_bad_requests_create_nothing(database_url: str, pipelines_dir: Path) -> None:
-    write_pipeline(pipelines_dir, "build", THREE_STAGES.replace('{default: "1.0"}', "{choices: [a]}"))
+    write_pipeline(
+        pipelines_dir, "build", THREE_STAGES.replace('{default: "1.0"}', "{choices: [a]}")
+    )
     async with engine_on(database_url, pipelines_dir) as core:
         with pytest.raises(PipelineNotFound) as missing:
             await core.engine.start_run(RunRequest("biuld", {}, CLI))
@@ -141,7 +150,8 @@ async def test_recovery_fails_a_step_left_running_and_ends_the_run(
 
 async def test_retry_on_restart_runs_the_step_again(database_url: str, pipelines_dir: Path) -> None:
     write_pipeline(
-        pipelines_dir, "idem",
+        pipelines_dir,
+        "idem",
         "name: idem\nsteps:\n  - name: sync\n    run: echo again\n    retry_on_restart: true\n",
     )
     async with engine_on(database_url, pipelines_dir) as core:

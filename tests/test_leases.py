@@ -106,8 +106,9 @@ async def test_an_expired_lease_goes_to_the_next_replica_with_its_stored_pace(op
     first = await claim_lease("outbox:C1", "a", 30, refill_per_second=0.8)
     assert first.won and first.fresh
     assert await spend_lease_token("outbox:C1", "a", 0.001, tokens_left=0.25)
-    taken = await eventually(lambda: claim_lease("outbox:C1", "b", 30, refill_per_second=0.8),
-                             lambda c: c.won, timeout=5)
+    taken = await eventually(
+        lambda: claim_lease("outbox:C1", "b", 30, refill_per_second=0.8), lambda c: c.won, timeout=5
+    )
     assert not taken.fresh and taken.tokens is not None
     # What "a" left (0.25), refilled for the short time since: far below a full burst.
     assert 0.25 <= taken.tokens < 1.0

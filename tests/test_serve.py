@@ -26,7 +26,9 @@ def free_port() -> int:
 
 def base_env(cwd: Path, port: int) -> dict[str, str]:
     return {
-        "PATH": os.environ["PATH"], "HOME": str(cwd), "LANG": "C.UTF-8",
+        "PATH": os.environ["PATH"],
+        "HOME": str(cwd),
+        "LANG": "C.UTF-8",
         "ANSFLOW_PORT": str(port),
     }
 
@@ -34,15 +36,21 @@ def base_env(cwd: Path, port: int) -> dict[str, str]:
 async def test_serve_on_defaults_answers_healthz_and_stops_cleanly(tmp_path: Path) -> None:
     port = free_port()
     process = await asyncio.create_subprocess_exec(
-        ANSFLOW, "serve", cwd=tmp_path, env=base_env(tmp_path, port),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        ANSFLOW,
+        "serve",
+        cwd=tmp_path,
+        env=base_env(tmp_path, port),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     try:
+
         async def healthy() -> int:
             try:
-                async with aiohttp.ClientSession() as http, http.get(
-                    f"http://127.0.0.1:{port}/healthz"
-                ) as reply:
+                async with (
+                    aiohttp.ClientSession() as http,
+                    http.get(f"http://127.0.0.1:{port}/healthz") as reply,
+                ):
                     return reply.status
             except aiohttp.ClientError:
                 return 0
@@ -61,8 +69,9 @@ async def test_serve_on_defaults_answers_healthz_and_stops_cleanly(tmp_path: Pat
     assert "SLACK_BOT_TOKEN" in slack_lines[0] and "SLACK_SIGNING_SECRET" in slack_lines[0]
     folder_lines = [line for line in text.splitlines() if "pipelines folder" in line]
     assert len(folder_lines) == 1, text
-    assert f"pipelines folder pipelines (that is {tmp_path / 'pipelines'}) does not exist" in (
-        folder_lines[0]
+    assert (
+        f"pipelines folder pipelines (that is {tmp_path / 'pipelines'}) does not exist"
+        in (folder_lines[0])
     )
     assert "ANSFLOW_PIPELINES_DIR" in folder_lines[0]
     assert (tmp_path / "ansflow.db").exists()
@@ -77,8 +86,12 @@ async def test_a_refused_slack_token_stops_the_start_with_one_line(tmp_path: Pat
             SLACK_API_URL=fake.url,
         )
         process = await asyncio.create_subprocess_exec(
-            ANSFLOW, "serve", cwd=tmp_path, env=env,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            ANSFLOW,
+            "serve",
+            cwd=tmp_path,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         _, err = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode == 1
@@ -93,9 +106,18 @@ async def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         process = await asyncio.create_subprocess_exec(
-            ANSFLOW, "serve", cwd=tmp_path, env=base_env(tmp_path, port),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            ANSFLOW,
+            "serve",
+            cwd=tmp_path,
+            env=base_env(tmp_path, port),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         _, err = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode == 1
-    assert err.decode().strip().splitlines()[-1].startswith(f"ansflow: cannot listen on 127.0.0.1:{port}")
+    assert (
+        err.decode()
+        .strip()
+        .splitlines()[-1]
+        .startswith(f"ansflow: cannot listen on 127.0.0.1:{port}")
+    )

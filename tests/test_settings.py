@@ -26,7 +26,9 @@ def test_defaults_need_no_settings() -> None:
         ({"ANSFLOW_ADMINS": "U1,<script>"}, "invalid setting ANSFLOW_ADMINS:"),
     ],
 )
-def test_an_invalid_setting_is_one_line_naming_the_variable(env: dict[str, str], message: str) -> None:
+def test_an_invalid_setting_is_one_line_naming_the_variable(
+    env: dict[str, str], message: str
+) -> None:
     with pytest.raises(SettingsError) as error:
         load_settings(env)
     text = str(error.value)
@@ -46,7 +48,11 @@ def test_secret_values_include_every_token_and_the_db_password() -> None:
         }
     )
     assert set(settings.secret_values()) == {
-        "xoxb-bot-secret", "signing-secret", "jwt-secret-value", "jenkins-token", "db-pass-word",
+        "xoxb-bot-secret",
+        "signing-secret",
+        "jwt-secret-value",
+        "jenkins-token",
+        "db-pass-word",
     }
     assert settings.admins == {"U1", "U2"}
     assert "xoxb-bot-secret" not in repr(settings)

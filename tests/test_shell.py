@@ -26,7 +26,8 @@ async def test_a_step_sees_no_service_secret_and_its_log_shows_none(
     for key, value in SECRETS.items():
         monkeypatch.setenv(key, value)  # the service's own environment holds them
     write_pipeline(
-        pipelines_dir, "leak",
+        pipelines_dir,
+        "leak",
         "name: leak\nsteps:\n"
         "  - name: env\n    run: env\n"
         f"  - name: echo\n    run: echo token={SECRETS['SLACK_BOT_TOKEN']}\n",
@@ -50,7 +51,8 @@ async def test_parameters_reach_the_step_only_as_environment_values(
 ) -> None:
     canary = tmp_path / "pwned"
     write_pipeline(
-        pipelines_dir, "inject",
+        pipelines_dir,
+        "inject",
         "name: inject\nparameters:\n  msg: {}\nsteps:\n"
         "  - name: show\n    run: printf '%s\\n' \"$msg\"\n",
     )
@@ -67,7 +69,8 @@ async def test_timeout_kills_the_whole_process_group(
 ) -> None:
     pidfile = tmp_path / "child.pid"
     write_pipeline(
-        pipelines_dir, "hang",
+        pipelines_dir,
+        "hang",
         f"name: hang\nsteps:\n  - name: hang\n    run: sleep 300 & echo $! > {pidfile}; wait\n"
         "    timeout: 1\n",
     )
@@ -84,7 +87,8 @@ async def test_a_background_child_that_keeps_the_pipe_open_does_not_hang_the_ste
 ) -> None:
     pidfile = tmp_path / "child.pid"
     write_pipeline(
-        pipelines_dir, "daemon",
+        pipelines_dir,
+        "daemon",
         f"name: daemon\nsteps:\n  - name: fork\n    run: sleep 300 & echo $! > {pidfile}; echo started\n",
     )
     async with engine_on(sqlite_url, pipelines_dir) as core:
@@ -94,9 +98,12 @@ async def test_a_background_child_that_keeps_the_pipe_open_does_not_hang_the_ste
     await eventually(lambda: _gone(int(pidfile.read_text())), timeout=10)
 
 
-async def test_large_output_is_bounded_and_keeps_its_end(sqlite_url: str, pipelines_dir: Path) -> None:
+async def test_large_output_is_bounded_and_keeps_its_end(
+    sqlite_url: str, pipelines_dir: Path
+) -> None:
     write_pipeline(
-        pipelines_dir, "noisy",
+        pipelines_dir,
+        "noisy",
         "name: noisy\nsteps:\n  - name: noisy\n"
         "    run: yes 0123456789abcdef | head -c 5000000; echo; echo THE-END\n",
     )
@@ -111,9 +118,13 @@ async def test_large_output_is_bounded_and_keeps_its_end(sqlite_url: str, pipeli
     assert len(step.log_tail) <= 3000
 
 
-async def test_a_missing_command_fails_with_its_exit_code(sqlite_url: str, pipelines_dir: Path) -> None:
+async def test_a_missing_command_fails_with_its_exit_code(
+    sqlite_url: str, pipelines_dir: Path
+) -> None:
     write_pipeline(
-        pipelines_dir, "missing", "name: missing\nsteps:\n  - name: nope\n    run: no-such-command-xyz\n"
+        pipelines_dir,
+        "missing",
+        "name: missing\nsteps:\n  - name: nope\n    run: no-such-command-xyz\n",
     )
     async with engine_on(sqlite_url, pipelines_dir) as core:
         run = await run_to_end(core, "missing")

@@ -141,9 +141,7 @@ async def test_two_approvals_when_two_are_required(
         run = await start(slack)
         gate = await gate_message(slack)
         await slack.click(gate, APPROVE_ACTION_ID, BOB)
-        await eventually(
-            lambda: ApprovalDecision.all().count(), lambda n: n == 1, timeout=20
-        )
+        await eventually(lambda: ApprovalDecision.all().count(), lambda n: n == 1, timeout=20)
         assert await run_status(run.id) == RunStatus.WAITING_APPROVAL
         assert not marker.exists()
         await slack.click(gate, APPROVE_ACTION_ID, CAROL)

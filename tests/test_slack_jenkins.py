@@ -72,7 +72,9 @@ async def test_logs_of_a_jenkins_step_reads_the_console_from_jenkins(
     sqlite_url: str, pipelines_dir: Path, slack_fake: FakeSlack, jenkins: FakeJenkins
 ) -> None:
     write_jenkins_pipeline(pipelines_dir)
-    jenkins.script("deploy-web", "SUCCESS", duration=0.1, console="pushing image\nrollout complete\n")
+    jenkins.script(
+        "deploy-web", "SUCCESS", duration=0.1, console="pushing image\nrollout complete\n"
+    )
     env = jenkins_env(jenkins)
     async with slack_server(sqlite_url, pipelines_dir, slack_fake, **env) as slack:
         await slack.command("run deploy")

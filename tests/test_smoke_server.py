@@ -14,10 +14,14 @@ async def test_healthz_reports_database_reachable(database_url: str, pipelines_d
         http.get(f"{server.url}/healthz") as response,
     ):
         assert response.status == 200
-        assert await response.json() == {"status": "ok", "database": True}
+        body = await response.json()
+        assert {k: body[k] for k in ("status", "database")} == {"status": "ok", "database": True}
+        assert body["replica"]  # which replica answered
 
 
-async def test_metrics_count_runs_by_pipeline_and_status(sqlite_url: str, pipelines_dir: Path) -> None:
+async def test_metrics_count_runs_by_pipeline_and_status(
+    sqlite_url: str, pipelines_dir: Path
+) -> None:
     from engine.permissions import Actor
     from engine.runner import RunRequest
     from tests.helpers import write_pipeline

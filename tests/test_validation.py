@@ -157,7 +157,7 @@ def test_the_typo_in_a_step_names_the_closest_key_and_all_allowed_ones() -> None
                 "p.yml:1: `steps` is required",
                 "p.yml:2: unknown key `stesp` in the pipeline; did you mean `steps`? allowed: "
                 "name, description, channel, allowed_users, allowed_channels, parameters, env, "
-                "timeout, steps",
+                "timeout, steps, schedule, triggers, concurrency",
             ],
         ),
         (

@@ -257,15 +257,10 @@ def body_value(body: Any, path: str) -> Any:
 
 def check_references(field: str, value: Any, declared: set[str]) -> None:
     """The parameter names a trigger key refers to must be declared (ValueError otherwise)."""
+    # A ``${name}`` in the concurrency group is checked on the raw file with the
+    # Jenkins parameters (``engine.pipelines.references``): one message for both.
     valid = ", ".join(sorted(declared)) or "none"
-    if isinstance(value, ConcurrencySpec):
-        for name in group_names(value.group):
-            if name not in declared:
-                raise ValueError(
-                    f"group {value.group!r} uses ${{{name}}}, "
-                    f"which is not a declared parameter (declared: {valid})"
-                )
-    elif isinstance(value, TriggersSpec) and value.webhook is not None:
+    if isinstance(value, TriggersSpec) and value.webhook is not None:
         unknown = sorted(set(value.webhook.parameters) - declared)
         if unknown:
             raise ValueError(

@@ -1,5 +1,5 @@
 """Modals, the App Home, permalinks and DMs of the fake Slack (views.*, chat.getPermalink,
-conversations.open), with the rules Slack enforces (NOTES-slack-jenkins.md).
+conversations.open), with the rules Slack enforces (docs/slack.md, "Limits").
 
 A trigger_id is what Slack hands out with each interaction: `issue_trigger()`
 makes one; `views.open` refuses it when unknown (`invalid_trigger_id`), older

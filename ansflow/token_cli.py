@@ -7,7 +7,7 @@ import re
 import sys
 
 from ansflow.settings import SettingsError, load_settings
-from api.auth import TokenError, create_token
+from api.tokens import TokenError, create_token
 
 _TTL = re.compile(r"^\s*(\d{1,9})\s*([smhd])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

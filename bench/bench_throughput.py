@@ -1,0 +1,121 @@
+"""Throughput against real ``ansflow serve`` processes: ``python -m bench.bench_throughput``.
+
+``RUNS`` runs of a pipeline of two ``echo`` steps, POSTed by ``CLIENTS``
+concurrent clients; the figure is runs per second from the first POST to the
+moment every run is done (one list request every 50 ms watches that), with the
+POST latency p50/p95. On SQLite, on a throwaway PostgreSQL with production
+durability (fsync on), and on two replicas sharing that PostgreSQL (clients
+alternate between them; runs that do not end ``success`` are counted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+from bench.serve_proc import (
+    bearer,
+    machine_note,
+    ms,
+    percentile,
+    postgres_url,
+    serving,
+    write_pipelines,
+)
+
+RUNS = 200
+CLIENTS = 20
+WATCH_EVERY = 0.05
+DEADLINE = 300.0
+
+
+async def _count(
+    http: aiohttp.ClientSession, url: str, headers: dict[str, str], status: str
+) -> int:
+    async with http.get(
+        f"{url}/api/v1/cicd/executions/",
+        params={"pipeline": "quick", "status": status, "page_size": "1"},
+        headers=headers,
+    ) as resp:
+        body = await resp.json()
+        return int(body["count"])
+
+
+async def load(urls: list[str], label: str) -> None:
+    headers = bearer()
+    latencies: list[float] = []
+    per_client = RUNS // CLIENTS
+
+    async def client(http: aiohttp.ClientSession, url: str) -> None:
+        for _ in range(per_client):
+            began = time.perf_counter()
+            async with http.post(
+                f"{url}/api/v1/cicd/executions/",
+                headers=headers,
+                json={"pipeline": "quick", "trigger_type": "api"},
+            ) as resp:
+                body = await resp.json()
+                if resp.status != 201:
+                    raise RuntimeError(f"POST answered {resp.status}: {body}")
+            latencies.append(time.perf_counter() - began)
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        began = time.perf_counter()
+        await asyncio.gather(*[client(http, urls[i % len(urls)]) for i in range(CLIENTS)])
+        posted = time.perf_counter() - began
+        done = ok = 0
+        while time.perf_counter() - began < DEADLINE:
+            ok = await _count(http, urls[0], headers, "success")
+            failed = await _count(http, urls[0], headers, "failed")
+            cancelled = await _count(http, urls[0], headers, "cancelled")
+            done = ok + failed + cancelled
+            if done >= RUNS:
+                break
+            await asyncio.sleep(WATCH_EVERY)
+        took = time.perf_counter() - began
+    not_ok = f", {done - ok} not success" if done != ok else ""
+    unfinished = f", {RUNS - done} NOT DONE after {DEADLINE:.0f} s" if done < RUNS else ""
+    print(
+        f"throughput, {label}: {RUNS} runs by {CLIENTS} clients: {done / took:.0f} runs/s "
+        f"(all POSTed in {posted:.2f} s, all done in {took:.2f} s{not_ok}{unfinished}); "
+        f"POST p50 {ms(percentile(latencies, 0.5))}, p95 {ms(percentile(latencies, 0.95))}",
+        flush=True,
+    )
+
+
+async def on_one(label: str, database_url: str, folder: Path) -> None:
+    pipelines = write_pipelines(folder)
+    async with serving(folder, database_url, pipelines) as server:
+        await load([server.url], label)
+
+
+async def on_two(database_url: str, folder: Path) -> None:
+    pipelines = write_pipelines(folder)
+    async with contextlib.AsyncExitStack() as stack:
+        first = await stack.enter_async_context(serving(folder, database_url, pipelines))
+        second = await stack.enter_async_context(serving(folder, database_url, pipelines))
+        await load([first.url, second.url], "2 replicas on one PostgreSQL")
+
+
+async def main(argv: list[str] | None = None) -> None:
+    print(machine_note(), flush=True)
+    with tempfile.TemporaryDirectory() as folder:
+        await on_one("SQLite", f"sqlite://{Path(folder) / 'tp.db'}", Path(folder))
+    with postgres_url("tp") as url, tempfile.TemporaryDirectory() as folder:
+        if url is None:
+            print("throughput, PostgreSQL: skipped (no PostgreSQL programs)")
+            return
+        await on_one("PostgreSQL", url, Path(folder))
+    with postgres_url("tp2") as url, tempfile.TemporaryDirectory() as folder:
+        assert url is not None
+        await on_two(url, Path(folder))
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1:]))

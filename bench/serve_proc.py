@@ -1,0 +1,139 @@
+"""A real ``ansflow serve`` in a child process, for benchmarks that go through HTTP.
+
+The server is the installed console script (``ansflow`` next to this
+interpreter), listening on 127.0.0.1 on a free port, with a JWT secret and one
+admin so the clients may start any pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+# ANSFLOW_BENCH_COMMAND: another ``ansflow`` to measure (e.g. a wrapper running an older checkout).
+ANSFLOW = os.environ.get("ANSFLOW_BENCH_COMMAND") or str(Path(sys.executable).parent / "ansflow")
+SECRET = "bench-secret-bench-secret-bench-secret!"
+ADMIN = "UBENCH"
+TWO_ECHOES = """\
+name: quick
+steps:
+  - {name: one, run: "echo one"}
+  - {name: two, run: "echo two"}
+"""
+DONE = frozenset({"success", "failed", "cancelled"})
+
+
+def machine_note() -> str:
+    """The load when the figures were taken: on a shared 2-core machine it decides them."""
+    one, five, _ = os.getloadavg()
+    return f"(load average {one:.1f} / {five:.1f}, {os.cpu_count()} CPUs)"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def bearer() -> dict[str, str]:
+    from api.auth import create_token
+
+    return {"Authorization": f"Bearer {create_token(SECRET, ADMIN, 3600)}"}
+
+
+def write_pipelines(folder: Path, text: str = TWO_ECHOES) -> Path:
+    pipelines = folder / "pipelines"
+    pipelines.mkdir(exist_ok=True)
+    (pipelines / "quick.yml").write_text(text)
+    return pipelines
+
+
+@dataclass
+class Server:
+    url: str
+    process: asyncio.subprocess.Process
+
+
+@contextlib.asynccontextmanager
+async def serving(folder: Path, database_url: str, pipelines: Path) -> AsyncIterator[Server]:
+    port = free_port()
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(folder),
+        "LANG": "C.UTF-8",
+        "ANSFLOW_DATABASE_URL": database_url,
+        "ANSFLOW_PIPELINES_DIR": str(pipelines),
+        "ANSFLOW_PORT": str(port),
+        "ANSFLOW_JWT_SECRET": SECRET,
+        "ANSFLOW_ADMINS": ADMIN,
+    }
+    log = (folder / f"serve-{port}.log").open("wb")
+    process = await asyncio.create_subprocess_exec(
+        ANSFLOW, "serve", cwd=folder, env=env, stdout=log, stderr=asyncio.subprocess.STDOUT
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await _wait_healthy(url, process)
+        yield Server(url, process)
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), 30)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        log.close()
+
+
+async def _wait_healthy(url: str, process: asyncio.subprocess.Process) -> None:
+    deadline = time.monotonic() + 60
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            if process.returncode is not None:
+                raise RuntimeError(f"ansflow serve exited with {process.returncode}")
+            with contextlib.suppress(aiohttp.ClientError):
+                async with http.get(f"{url}/healthz") as resp:
+                    if resp.status == 200:
+                        return
+            await asyncio.sleep(0.05)
+    raise RuntimeError("ansflow serve did not become healthy within 60 s")
+
+
+@contextlib.contextmanager
+def postgres_url(name: str) -> Iterator[str | None]:
+    """A database on a throwaway PostgreSQL with production durability (fsync on)."""
+    from tests.pg_server import ThrowawayPostgres
+
+    if not ThrowawayPostgres.available():
+        yield None
+        return
+    durable = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
+    with ThrowawayPostgres(settings=durable) as pg:
+        pg.create_database(name)
+        yield pg.url(name)
