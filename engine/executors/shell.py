@@ -116,9 +116,15 @@ class ShellExecutor:
         return not self._running
 
     async def shutdown(self) -> None:
+        """Stop now: every group is killed and its step left ``running``, owned by
+        this replica, for whoever adopts it once the lease ends (as if it had died:
+        "interrupted", or run again with ``retry_on_restart``)."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
         for running in list(self._running.values()):
             _kill_group(running.process.pid, signal.SIGKILL)
-        await self.idle()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run(self, ctx: StepContext) -> None:
         spec = ctx.spec
