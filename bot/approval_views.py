@@ -61,10 +61,15 @@ def _clock(moment: datetime | None) -> str:
 
 
 def _buttons(gate: GateView) -> Block:
-    value = button_value(gate.run_id, gate.approval_id)
+    return decision_buttons(gate.run_id, gate.approval_id, f"approval:{gate.approval_id}")
+
+
+def decision_buttons(run_id: int, approval_id: int, block_id: str) -> Block:
+    """Approve and Reject for one gate (in its thread reply, or on the Home tab)."""
+    value = button_value(run_id, approval_id)
     return {
         "type": "actions",
-        "block_id": f"approval:{gate.approval_id}",
+        "block_id": block_id,
         "elements": [
             {
                 "type": "button",

@@ -13,10 +13,8 @@ from datetime import datetime
 from typing import Any
 
 from bot import messages as say
-from bot.approval_views import button_value
+from bot.approval_views import decision_buttons
 from bot.views import (
-    APPROVE_ACTION_ID,
-    REJECT_ACTION_ID,
     Block,
     context,
     escape,
@@ -87,27 +85,7 @@ def _runs_section(runs: list[HomeRun], now: datetime) -> Block:
 
 def _approval_blocks(item: HomeApproval) -> list[Block]:
     text = say.home_approval(escape(item.step), escape(item.pipeline), item.run_id, item.started_by)
-    value = button_value(item.run_id, item.approval_id)
-    buttons = {
-        "type": "actions",
-        "block_id": f"home_approval:{item.approval_id}",
-        "elements": [
-            {
-                "type": "button",
-                "action_id": APPROVE_ACTION_ID,
-                "value": value,
-                "style": "primary",
-                "text": {"type": "plain_text", "text": say.APPROVE_BUTTON},
-            },
-            {
-                "type": "button",
-                "action_id": REJECT_ACTION_ID,
-                "value": value,
-                "style": "danger",
-                "text": {"type": "plain_text", "text": say.REJECT_BUTTON},
-            },
-        ],
-    }
+    buttons = decision_buttons(item.run_id, item.approval_id, f"home_approval:{item.approval_id}")
     return [
         section(text + "\n" + parameters_text(item.parameters)),
         buttons,
