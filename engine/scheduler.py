@@ -15,9 +15,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
+from tortoise.exceptions import IntegrityError
 
 from engine.errors import UserError
 from engine.permissions import Actor
@@ -162,23 +164,31 @@ class Schedules:
             log.exception("pipeline %s: scheduled run at %s failed", armed.pipeline, fire_at)
 
     async def fire_once(self, armed: Armed, fire_at: datetime) -> int | None:
-        """Claim the fire and start its run; None when another process has it."""
-        if not await claims.claim_fire(armed.pipeline, armed.key, fire_at):
-            return None
+        """Start the fire's run, claimed in the run's own transaction; None when another
+        process has it (exactly one run per fire, whatever crashes in between)."""
+
+        async def claim(run_id: int, conn: Any) -> None:
+            await claims.claim_fire_with_run(armed.pipeline, armed.key, fire_at, run_id, conn)
+
         request = RunRequest(
             pipeline=armed.pipeline,
             parameters=dict(armed.spec.parameters),
             actor=SCHEDULE_ACTOR,
             trigger_type="schedule",
             source="schedule",
+            on_created=claim,
         )
         try:
             run = await self.engine.start_run(request)
+        except IntegrityError:
+            return None  # another replica's run for this fire committed first
         except UserError as exc:
-            log.warning("pipeline %s: scheduled run refused: %s", armed.pipeline, exc)
-            await claims.record_fire(armed.pipeline, armed.key, fire_at, "refused", None, str(exc))
+            if await claims.claim_fire(armed.pipeline, armed.key, fire_at, outcome="refused"):
+                log.warning("pipeline %s: scheduled run refused: %s", armed.pipeline, exc)
+                await claims.record_fire(
+                    armed.pipeline, armed.key, fire_at, "refused", None, str(exc)
+                )
             return None
-        await claims.record_fire(armed.pipeline, armed.key, fire_at, "started", run.id)
         return run.id
 
     def stop(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
@@ -25,6 +26,25 @@ async def claim_fire(pipeline: str, key: str, fire_at: datetime, outcome: str = 
     except IntegrityError:
         return False
     return True
+
+
+async def claim_fire_with_run(
+    pipeline: str, key: str, fire_at: datetime, run_id: int, conn: BaseDBAsyncClient
+) -> None:
+    """Insert the fire's row in the transaction that creates its run.
+
+    Both commit or neither does: a crash in between leaves no claim and no run
+    (the fire is then a missed one), and of two replicas the second's insert
+    fails on the unique key and rolls its run back.
+    """
+    await ScheduleFire.create(
+        pipeline=pipeline,
+        schedule_key=key,
+        fire_at=fire_at,
+        outcome="started",
+        run_id=run_id,
+        using_db=conn,
+    )
 
 
 async def record_fire(
