@@ -24,6 +24,7 @@ from bench.serve_proc import (
     machine_note,
     median,
     ms,
+    post_quick,
     postgres_url,
     serving,
     write_pipelines,
@@ -38,14 +39,7 @@ async def one_run(
     http: aiohttp.ClientSession, url: str, headers: dict[str, str]
 ) -> tuple[float, float]:
     began = time.perf_counter()
-    async with http.post(
-        f"{url}/api/v1/cicd/executions/",
-        headers=headers,
-        json={"pipeline": "quick", "trigger_type": "api"},
-    ) as resp:
-        body = await resp.json()
-        if resp.status != 201:
-            raise RuntimeError(f"POST answered {resp.status}: {body}")
+    body = await post_quick(http, url, headers)
     run_id = body["id"]
     deadline = began + 30
     while body["status"] not in DONE:

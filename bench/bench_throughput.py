@@ -24,6 +24,7 @@ from bench.serve_proc import (
     machine_note,
     ms,
     percentile,
+    post_quick,
     postgres_url,
     serving,
     write_pipelines,
@@ -55,14 +56,7 @@ async def load(urls: list[str], label: str) -> None:
     async def client(http: aiohttp.ClientSession, url: str) -> None:
         for _ in range(per_client):
             began = time.perf_counter()
-            async with http.post(
-                f"{url}/api/v1/cicd/executions/",
-                headers=headers,
-                json={"pipeline": "quick", "trigger_type": "api"},
-            ) as resp:
-                body = await resp.json()
-                if resp.status != 201:
-                    raise RuntimeError(f"POST answered {resp.status}: {body}")
+            await post_quick(http, url, headers)
             latencies.append(time.perf_counter() - began)
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:

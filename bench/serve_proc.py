@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -137,3 +138,18 @@ def postgres_url(name: str) -> Iterator[str | None]:
     with ThrowawayPostgres(settings=durable) as pg:
         pg.create_database(name)
         yield pg.url(name)
+
+
+async def post_quick(
+    http: aiohttp.ClientSession, url: str, headers: dict[str, str]
+) -> dict[str, Any]:
+    """POST one run of the ``quick`` pipeline; its execution as the API answered it."""
+    async with http.post(
+        f"{url}/api/v1/cicd/executions/",
+        headers=headers,
+        json={"pipeline": "quick", "trigger_type": "api"},
+    ) as resp:
+        body: dict[str, Any] = await resp.json()
+        if resp.status != 201:
+            raise RuntimeError(f"POST answered {resp.status}: {body}")
+    return body
