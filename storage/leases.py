@@ -157,12 +157,6 @@ async def release_lease(name: str, owner: str) -> None:
     await Lease.filter(name=name, owner=owner).update(expires_at=past)
 
 
-async def lease_holder(name: str) -> str | None:
-    current = await db_now()
-    row = await Lease.filter(name=name, expires_at__gt=current).first()
-    return row.owner if row is not None else None
-
-
 # ---- owned work ----------------------------------------------------------------------
 
 
