@@ -11,8 +11,10 @@ from collections.abc import Collection, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from tortoise import connections
 from tortoise.backends.base.client import BaseDBAsyncClient
 
+from storage import sql
 from storage.models import Run, StepRun
 
 
@@ -36,7 +38,7 @@ async def create_run(
     rerun_of: int | None = None,
 ) -> tuple[Run, list[StepRun]]:
     """Create a pending run and its pending steps (``(path, name, kind)``) in ``conn``."""
-    run = await Run.create(
+    run = Run(
         pipeline=pipeline,
         definition=definition,
         parameters=parameters,
@@ -48,29 +50,41 @@ async def create_run(
         cicd_tool_id=cicd_tool_id,
         owner=owner,
         rerun_of=rerun_of,
-        using_db=conn,
     )
+    await sql.insert(conn, [run])
     rows = [
         StepRun(run_id=run.id, path=path, position=i, name=name, kind=kind)
         for i, (path, name, kind) in enumerate(steps)
     ]
-    await StepRun.bulk_create(rows, using_db=conn)
-    created = await StepRun.filter(run_id=run.id).using_db(conn).order_by("position")
-    return run, list(created)
+    if rows:
+        await sql.insert(conn, rows)
+    return run, rows
+
+
+def _conn(conn: BaseDBAsyncClient | None) -> BaseDBAsyncClient:
+    return conn if conn is not None else connections.get("default")
 
 
 async def read_run(run_id: int, conn: BaseDBAsyncClient | None = None) -> Run | None:
-    query = Run.filter(id=run_id)
-    if conn is not None:
-        query = query.using_db(conn)
-    return await query.first()
+    found = await sql.select(_conn(conn), Run, '"id"=?', [run_id])
+    return found[0] if found else None
 
 
 async def read_steps(run_id: int, conn: BaseDBAsyncClient | None = None) -> list[StepRun]:
-    query = StepRun.filter(run_id=run_id).order_by("position")
-    if conn is not None:
-        query = query.using_db(conn)
-    return list(await query)
+    return await sql.select(_conn(conn), StepRun, '"run_id"=?', [run_id], '"position"')
+
+
+async def read_run_and_steps(
+    run_id: int, conn: BaseDBAsyncClient | None = None
+) -> tuple[Run, list[StepRun]] | None:
+    run = await read_run(run_id, conn)
+    if run is None:
+        return None
+    return run, await read_steps(run_id, conn)
+
+
+def _status_guard(sources: Collection[str]) -> str:
+    return f'"id"=? AND "status" IN ({",".join("?" * len(sources))})'
 
 
 async def set_run_status(
@@ -82,7 +96,8 @@ async def set_run_status(
 ) -> bool:
     """Move ``run`` to ``proposed`` if its stored status is one of ``sources``; update ``run``."""
     changes: dict[str, Any] = {"status": proposed, **fields}
-    count = await Run.filter(id=run.id, status__in=list(sources)).using_db(conn).update(**changes)
+    guard = list(sources)
+    count = await sql.update(conn, Run, changes, _status_guard(guard), [run.id, *guard])
     if count:
         for key, value in changes.items():
             setattr(run, key, value)
@@ -98,18 +113,24 @@ async def set_step_status(
 ) -> bool:
     """Move ``step`` to ``proposed`` if its stored status is one of ``sources``."""
     changes: dict[str, Any] = {"status": proposed, **fields}
-    count = await (
-        StepRun.filter(id=step.id, status__in=list(sources)).using_db(conn).update(**changes)
-    )
+    guard = list(sources)
+    count = await sql.update(conn, StepRun, changes, _status_guard(guard), [step.id, *guard])
     if count:
         for key, value in changes.items():
             setattr(step, key, value)
     return bool(count)
 
 
+async def write_step_fields(
+    step_id: int, conn: BaseDBAsyncClient | None = None, **fields: Any
+) -> None:
+    """Change a step's non-status fields (external ids, log) by id."""
+    await sql.update(_conn(conn), StepRun, fields, '"id"=?', [step_id])
+
+
 async def update_step_fields(step: StepRun, conn: BaseDBAsyncClient, **fields: Any) -> None:
     """Change a step's non-status fields (external ids, log)."""
-    await StepRun.filter(id=step.id).using_db(conn).update(**fields)
+    await write_step_fields(step.id, conn, **fields)
     for key, value in fields.items():
         setattr(step, key, value)
 
@@ -119,11 +140,10 @@ async def request_cancel(
 ) -> bool:
     """Mark an active run as cancelling, once: the second request finds it marked."""
     stamp = now()
-    count = await (
-        Run.filter(id=run.id, status__in=list(active), cancel_requested_at__isnull=True)
-        .using_db(conn)
-        .update(cancel_requested_at=stamp, cancel_requested_by=by)
-    )
+    guard = list(active)
+    where = _status_guard(guard) + ' AND "cancel_requested_at" IS NULL'
+    changes = {"cancel_requested_at": stamp, "cancel_requested_by": by}
+    count = await sql.update(conn, Run, changes, where, [run.id, *guard])
     if count:
         run.cancel_requested_at = stamp
         run.cancel_requested_by = by
