@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -42,7 +42,9 @@ from engine.params import resolve_parameters
 from engine.permissions import Actor, cancel_refusal, run_refusal
 from engine.pipelines import JenkinsSpec, Pipeline
 from engine.plan import Plan, StepView, plan
+from engine.recent import Recent
 from engine.replica import ReplicaRef
+from engine.rounds import Round
 from engine.runlock import RunLocks
 from engine.snapshots import run_snapshot, step_snapshot
 from engine.state import RUN_TERMINAL, STEP_ACTIVE, RunStatus, StepStatus
@@ -55,6 +57,10 @@ from storage.outage import is_database_outage
 log = logging.getLogger(__name__)
 
 MAX_DRIVE_ROUNDS = 1000
+# Statuses :meth:`Engine._drive_locked` plans only after asking the run's concurrency group.
+# Ended runs whose pipeline stays validated (their last reads come right after the end).
+RECENT_ENDED = 512
+PLANNED_LATER = frozenset({RunStatus.PENDING, RunStatus.QUEUED})
 
 
 @dataclass(frozen=True)
@@ -112,6 +118,7 @@ class Engine:
         self._stale: set[int] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pinned: dict[int, Pipeline] = {}
+        self._recent: Recent[int, Pipeline] = Recent(RECENT_ENDED)
         self._finished: dict[int, asyncio.Event] = {}
         self._final: dict[int, RunSnapshot] = {}
         self._idle_hooks: list[Callable[[], Awaitable[None]]] = []
@@ -138,32 +145,41 @@ class Engine:
     # ---- asking -------------------------------------------------------------
 
     async def start_run(self, request: RunRequest) -> RunSnapshot:
-        """Check the request and create the run; raises a ``UserError`` and creates nothing."""
+        """Check the request and create the run; raises a ``UserError`` and creates nothing.
+
+        The run's creation and its first round (running, first steps started)
+        commit together; a pipeline with a concurrency group asks for its group first.
+        """
         pipeline = self.source.get(request.pipeline)
         refusal = run_refusal(pipeline, request.actor, self.admins)
         if refusal:
             raise NotAllowed(refusal)
         parameters = resolve_parameters(pipeline, request.parameters)
         await self._check_tools(pipeline, request.cicd_tool_id)
-        async with in_transaction() as conn:
-            run, steps = await store.create_run(
-                pipeline=pipeline.name,
-                definition=pipeline.model_dump(mode="json"),
-                parameters=parameters,
-                steps=[(path, spec.name, spec.kind) for path, spec in pipeline.leaves()],
-                trigger_type=request.trigger_type,
-                triggered_by=request.actor.user_id,
-                source=request.source,
-                channel_id=request.channel_id or pipeline.channel,
-                cicd_tool_id=request.cicd_tool_id,
-                owner=self.replica.id,
-                conn=conn,
-                rerun_of=request.rerun_of,
-            )
-            if request.on_created is not None:
-                await request.on_created(run.id, conn)
-        self._pinned[run.id] = pipeline
-        async with self._locks.hold(run.id):
+        async with AsyncExitStack() as held:
+            async with in_transaction() as conn:
+                run, steps = await store.create_run(
+                    pipeline=pipeline.name,
+                    definition=pipeline.model_dump(mode="json"),
+                    parameters=parameters,
+                    steps=[(path, spec.name, spec.kind) for path, spec in pipeline.leaves()],
+                    trigger_type=request.trigger_type,
+                    triggered_by=request.actor.user_id,
+                    source=request.source,
+                    channel_id=request.channel_id or pipeline.channel,
+                    cicd_tool_id=request.cicd_tool_id,
+                    owner=self.replica.id,
+                    conn=conn,
+                    rerun_of=request.rerun_of,
+                )
+                if request.on_created is not None:
+                    await request.on_created(run.id, conn)
+                self._pinned[run.id] = pipeline
+                await held.enter_async_context(self._locks.hold(run.id))
+                first = Round(conn)
+                if pipeline.concurrency is None:
+                    await self._apply(run, steps, self._plan(run, steps), first)
+            await self._committed(run.id, first)
             latest = await self._drive_locked(run.id, (run, steps))
         if latest is None:
             return await self.snapshot(run.id)
@@ -219,11 +235,14 @@ class Engine:
         return run_snapshot(run, await store.read_steps(run_id))
 
     def pinned(self, run: Run) -> Pipeline:
-        pipeline = self._pinned.get(run.id)
+        """The pipeline as the run was started (its stored definition, validated once)."""
+        pipeline = self._pinned.get(run.id) or self._recent.get(run.id)
         if pipeline is None:
             pipeline = Pipeline.model_validate(run.definition)
             if RunStatus(run.status) not in RUN_TERMINAL:
                 self._pinned[run.id] = pipeline
+            else:
+                self._recent.put(run.id, pipeline)
         return pipeline
 
     # ---- carrying out the plan ---------------------------------------------
@@ -235,69 +254,112 @@ class Engine:
             await self._drive_locked(run_id, None)
 
     async def _drive_locked(
-        self, run_id: int, loaded: tuple[Run, list[StepRun]] | None
+        self,
+        run_id: int,
+        loaded: tuple[Run, list[StepRun]] | None,
+        opening: Callable[[Round], Awaitable[bool]] | None = None,
     ) -> tuple[Run, list[StepRun]] | None:
         """Plan and apply until nothing changes. ``loaded`` spares the first read.
 
-        Returns the rows as they stand at the end (None when they may be stale).
+        ``opening`` (a step's end) is written in the first round's transaction,
+        with what the plan then decides; if it loses, nothing is driven.
 
+        Returns the rows as they stand at the end (None when they may be stale).
         The objects are updated in place by each won compare-and-set; a lost one,
         or a step ended inside this drive, marks them stale and they are read again.
         """
         for _ in range(MAX_DRIVE_ROUNDS):
             if loaded is None or run_id in self._stale:
                 self._stale.discard(run_id)
-                run_row = await store.read_run(run_id)
-                if run_row is None:
+                loaded = await store.read_run_and_steps(run_id)
+                if loaded is None:
                     return None
-                loaded = (run_row, await store.read_steps(run_id))
             run, steps = loaded
-            if RunStatus(run.status) in RUN_TERMINAL:
-                return None if run_id in self._stale else loaded
-            if not await self.concurrency.may_proceed(run, steps):
-                return loaded  # waits for its concurrency group
-            stages: dict[int, list[StepView]] = {}
-            for step in steps:
-                stages.setdefault(_stage_of(step.path), []).append(
-                    StepView(step.path, StepStatus(step.status))
-                )
-            decided = plan(
-                [stages[k] for k in sorted(stages)],
-                cancel_requested=run.cancel_requested_at is not None,
-            )
-            changed = await self._apply(run, steps, decided)
+            decided: Plan | None = None
+            if opening is None:
+                decided = await self._decide(run, steps)
+                if decided is None:
+                    return None if run_id in self._stale else loaded
+            changed = False
+            async with in_transaction() as conn:
+                now = Round(conn)
+                if opening is not None:
+                    if not await opening(now):
+                        return loaded
+                    opening = None
+                    if RunStatus(run.status) not in RUN_TERMINAL | PLANNED_LATER:
+                        decided = self._plan(run, steps)
+                if decided is not None:
+                    changed = await self._apply(run, steps, decided, now)
+            await self._committed(run_id, now)
+            if decided is None:
+                continue  # the opening alone: plan from the top (its group, its end)
             if not changed and run_id not in self._stale:
                 return loaded
         log.error("run %s: plan did not settle after %s rounds", run_id, MAX_DRIVE_ROUNDS)
         return None
 
-    async def _apply(self, run: Run, steps: list[StepRun], decided: Plan) -> bool:
-        """Carry out ``decided``; True when something changed and the plan must be redone."""
+    async def _decide(self, run: Run, steps: list[StepRun]) -> Plan | None:
+        """The plan for the run's next round; None when there is nothing to write."""
+        if RunStatus(run.status) in RUN_TERMINAL:
+            return None
+        if not await self.concurrency.may_proceed(run, steps):
+            return None  # waits for its concurrency group
+        decided = self._plan(run, steps)
+        return decided if self._has_work(run, decided) else None
+
+    async def _committed(self, run_id: int, done: Round) -> None:
+        try:
+            await done.committed(self.bus)
+        except BaseException:
+            self._stale.add(run_id)
+            raise
+
+    @staticmethod
+    def _plan(run: Run, steps: list[StepRun]) -> Plan:
+        stages: dict[int, list[StepView]] = {}
+        for step in steps:
+            stages.setdefault(_stage_of(step.path), []).append(
+                StepView(step.path, StepStatus(step.status))
+            )
+        return plan(
+            [stages[k] for k in sorted(stages)],
+            cancel_requested=run.cancel_requested_at is not None,
+        )
+
+    @staticmethod
+    def _has_work(run: Run, decided: Plan) -> bool:
+        """Would :meth:`_apply` write anything? (A settled run costs no transaction.)"""
+        if decided.skip or decided.cancel or decided.start or decided.outcome is not None:
+            return True
+        if run.status in (RunStatus.PENDING, RunStatus.QUEUED):
+            return True
+        return run.status != decided.run_status
+
+    async def _apply(self, run: Run, steps: list[StepRun], decided: Plan, now: Round) -> bool:
+        """Write what ``decided`` asks in ``now``; True when the plan must be redone."""
         by_path = {s.path: s for s in steps}
         changed = False
         if run.status in (RunStatus.PENDING, RunStatus.QUEUED) and decided.outcome is None:
             # A queued run may already have a root message: it moves on, it does not start anew.
             started = RunStarted if run.status == RunStatus.PENDING else RunStatusChanged
-            await self._set_run(run, steps, RunStatus.RUNNING, started, started_at=store.now())
+            await self._set_run(run, steps, RunStatus.RUNNING, started, now, started_at=store.now())
         for path in decided.skip:
             changed |= await self._end_step(
-                run, steps, by_path[path], StepOutcome(StepStatus.SKIPPED)
+                run, steps, by_path[path], StepOutcome(StepStatus.SKIPPED), now
             )
         for path in decided.cancel:
-            changed |= await self._cancel_step(run, steps, by_path[path])
+            changed |= await self._cancel_step(run, steps, by_path[path], now)
         for path in decided.start:
-            changed |= await self._start_step(run, steps, by_path[path])
+            changed |= await self._start_step(run, steps, by_path[path], now)
         if decided.outcome is not None:
-            await self._finish_run(run, steps, decided.outcome)
-            await self.concurrency.release(run)
+            await self._finish_run(run, steps, decided.outcome, now)
+            now.then(lambda: self.concurrency.release(run))
             return False
         status = run.status
         if not changed and status != decided.run_status and status != RunStatus.PENDING:
-            await self._set_run(run, steps, decided.run_status, RunStatusChanged)
+            await self._set_run(run, steps, decided.run_status, RunStatusChanged, now)
         return changed
-
-    async def _publish(self, event: Event, conn: Any) -> None:
-        await self.bus.publish_in_tx(event, conn)
 
     async def _set_run(
         self,
@@ -305,18 +367,19 @@ class Engine:
         steps: list[StepRun],
         status: RunStatus,
         event_type: type[Event],
+        now: Round,
         **fields: Any,
     ) -> bool:
-        async with self._tx() as conn:
-            won = await move_run(run, status, conn, **fields)
-            event = event_type(run=run_snapshot(run, steps))
-            if won:
-                await self._publish(event, conn)
+        won = await move_run(run, status, now.conn, **fields)
         if won:
-            await self.bus.publish(event)
+            await now.announce(self.bus, event_type(run=run_snapshot(run, steps)))
+        else:
+            self._stale.add(run.id)
         return won
 
-    async def _finish_run(self, run: Run, steps: list[StepRun], outcome: RunStatus) -> None:
+    async def _finish_run(
+        self, run: Run, steps: list[StepRun], outcome: RunStatus, now: Round
+    ) -> None:
         fields: dict[str, Any] = {"finished_at": store.now()}
         if run.started_at is None:
             fields["started_at"] = fields["finished_at"]
@@ -333,55 +396,58 @@ class Engine:
                 if run.cancel_requested_by
                 else "cancelled"
             )
-        await self._set_run(run, steps, outcome, RunFinished, **fields)
+        await self._set_run(run, steps, outcome, RunFinished, now, **fields)
 
-    async def _start_step(self, run: Run, steps: list[StepRun], step: StepRun) -> bool:
+    async def _start_step(self, run: Run, steps: list[StepRun], step: StepRun, now: Round) -> bool:
         if self.replica.draining:
             return False  # left pending: the replica that adopts the run starts it
         executor = self.executors.get(step.kind)
         if executor is None:
             executor = NotSupportedExecutor(step.kind, f"no executor for {step.kind} steps")
-        async with self._tx() as conn:
-            won = await move_step(
-                step,
-                executor.started_status,
-                conn,
-                expected=[StepStatus.PENDING],
-                started_at=store.now(),
-                attempt=step.attempt + 1,
-                owner=self.replica.id,
-            )
-            event = StepStarted(run=run_snapshot(run, steps), step=step_snapshot(step))
-            if won:
-                await self._publish(event, conn)
+        won = await move_step(
+            step,
+            executor.started_status,
+            now.conn,
+            expected=[StepStatus.PENDING],
+            started_at=store.now(),
+            attempt=step.attempt + 1,
+            owner=self.replica.id,
+        )
         if not won:
             self._stale.add(run.id)  # someone else moved it: re-plan from what is stored
             return True
-        await self.bus.publish(event)
-        await executor.start(self._context(run, step))
+        await now.announce(
+            self.bus, StepStarted(run=run_snapshot(run, steps), step=step_snapshot(step))
+        )
+        context = self._context(run, step)
+        now.then(lambda: executor.start(context))
         return True
 
-    async def _cancel_step(self, run: Run, steps: list[StepRun], step: StepRun) -> bool:
+    async def _cancel_step(self, run: Run, steps: list[StepRun], step: StepRun, now: Round) -> bool:
         executor = self.executors.get(step.kind)
         if executor is None or step.status == StepStatus.WAITING_APPROVAL:
             return await self._end_step(
-                run, steps, step, StepOutcome(StepStatus.CANCELLED, reason="cancelled")
+                run, steps, step, StepOutcome(StepStatus.CANCELLED, reason="cancelled"), now
             )
+        now.then(lambda: self._stop_step(run, step, executor))
+        return False
+
+    async def _stop_step(self, run: Run, step: StepRun, executor: Executor) -> None:
+        """Stop an active step's work: here, or at the live replica that does it."""
         if not self.replica.is_mine(step.owner):
             if await self.replica.owner_alive(step.owner):
                 # Its process (or trigger) lives there: that replica ends it.
                 assert step.owner is not None
                 await self.replica.signals.cancel(step.owner, run.id)
-                return False
+                return
             if not await adopt_step(step.id, step.owner, self.replica.id):
-                self._stale.add(run.id)  # someone else took it meanwhile
-                return True
+                self._stale.add(run.id)  # someone else took it meanwhile: plan again
+                return
             step.owner = self.replica.id
         await executor.cancel(self._context(run, step))
-        return False
 
     async def _end_step(
-        self, run: Run, steps: list[StepRun], step: StepRun, outcome: StepOutcome
+        self, run: Run, steps: list[StepRun], step: StepRun, outcome: StepOutcome, now: Round
     ) -> bool:
         fields: dict[str, Any] = {"finished_at": store.now()}
         if outcome.exit_code is not None:
@@ -397,13 +463,13 @@ class Engine:
         expected = (
             [StepStatus.PENDING] if outcome.status == StepStatus.SKIPPED else list(STEP_ACTIVE)
         )
-        async with self._tx() as conn:
-            won = await move_step(step, outcome.status, conn, expected=expected, **fields)
-            event = StepFinished(run=run_snapshot(run, steps), step=step_snapshot(step))
-            if won:
-                await self._publish(event, conn)
+        won = await move_step(step, outcome.status, now.conn, expected=expected, **fields)
         if won:
-            await self.bus.publish(event)
+            await now.announce(
+                self.bus, StepFinished(run=run_snapshot(run, steps), step=step_snapshot(step))
+            )
+        else:
+            self._stale.add(run.id)
         return won
 
     def _context(self, run: Run, step: StepRun) -> StepContext:
@@ -471,20 +537,33 @@ class Engine:
 
     async def _finish_step(self, run_id: int, step_id: int, outcome: StepOutcome) -> bool:
         async with self._locks.hold(run_id) as took:
-            run = await store.read_run(run_id)
-            if run is None:
+            loaded = await store.read_run_and_steps(run_id)
+            if loaded is None:
                 return False
-            steps = await store.read_steps(run_id)
+            run, steps = loaded
             step = next((s for s in steps if s.id == step_id), None)
             if step is None:
                 return False
-            won = await self._end_step(run, steps, step, outcome)
             if not took:
-                # Inside this run's own drive: its loaded rows are now out of date.
+                # Inside this run's own drive: end it alone; the drive plans on from the
+                # stored rows, since the ones it holds are now out of date.
+                async with in_transaction() as conn:
+                    alone = Round(conn)
+                    won = await self._end_step(run, steps, step, outcome, alone)
+                await self._committed(run_id, alone)
                 self._stale.add(run_id)
-            elif won:
-                await self._drive_locked(run_id, (run, steps))
-        return won
+                return won
+            ended = False
+
+            async def end(now: Round) -> bool:
+                nonlocal ended
+                assert step is not None
+                ended = await self._end_step(run, steps, step, outcome, now)
+                return ended
+
+            self._stale.discard(run_id)  # read just now, under the lock
+            await self._drive_locked(run_id, loaded, opening=end)
+        return ended
 
     async def update_step(self, run_id: int, step_id: int, **fields: Any) -> None:
         """Store non-status fields of a step; announce those a person would see.
@@ -493,12 +572,12 @@ class Engine:
         step runs (e.g. "Jenkins unreachable; retrying", or its clearing).
         """
         if "external_url" not in fields and "reason" not in fields:
-            await StepRun.filter(id=step_id).update(**fields)
+            await store.write_step_fields(step_id, **fields)
             return
-        run = await store.read_run(run_id)
-        if run is None:
+        loaded = await store.read_run_and_steps(run_id)
+        if loaded is None:
             return
-        steps = await store.read_steps(run_id)
+        run, steps = loaded
         step = next((s for s in steps if s.id == step_id), None)
         if step is None:
             return
@@ -510,7 +589,7 @@ class Engine:
             await store.update_step_fields(step, conn, **fields)
             event = StepUpdated(run=run_snapshot(run, steps), step=step_snapshot(step))
             if visible:
-                await self._publish(event, conn)
+                await self.bus.publish_in_tx(event, conn)
         if visible:
             await self.bus.publish(event)
 
@@ -589,7 +668,9 @@ class Engine:
             if waiter is not None:
                 self._final[event.run.id] = event.run
                 waiter.set()
-            self._pinned.pop(event.run.id, None)
+            ended = self._pinned.pop(event.run.id, None)
+            if ended is not None:
+                self._recent.put(event.run.id, ended)  # a client reads it once more
             self._locks.forget(event.run.id)
 
     async def close(self) -> None:
