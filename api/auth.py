@@ -9,7 +9,10 @@ The token itself is never logged, stored or returned.
 
 from __future__ import annotations
 
+import hashlib
+import time
 import warnings
+from collections import OrderedDict
 
 import jwt
 from aiohttp import web
@@ -24,11 +27,18 @@ ACTOR: web.RequestKey[Actor] = web.RequestKey("actor", Actor)
 # Tokens may travel in ``?token=`` only where browsers cannot set headers.
 QUERY_TOKEN_PREFIX = "/api/v1/ws/"
 PUBLIC_PATHS = frozenset({"/api/v1/openapi.json"})
+# Verified tokens kept in memory (a digest each), the least recently used forgotten first.
+VERIFIED_TOKENS = 4096
 DISABLED = "The REST API is disabled: set ANSFLOW_JWT_SECRET to enable it."
 
 
 def user_of(token: str, secret: str) -> str:
     """The ``sub`` of a valid token; raises :class:`TokenError` otherwise."""
+    return verified_claims(token, secret)[0]
+
+
+def verified_claims(token: str, secret: str) -> tuple[str, float]:
+    """The ``sub`` and ``exp`` of a valid token; raises :class:`TokenError` otherwise."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", jwt.InsecureKeyLengthWarning)
@@ -46,7 +56,10 @@ def user_of(token: str, secret: str) -> str:
     sub = claims.get("sub")
     if not isinstance(sub, str) or not USER_ID.match(sub):
         raise TokenError("The token's `sub` is not a user id.")
-    return sub
+    expires = claims.get("exp")
+    if not isinstance(expires, int | float) or isinstance(expires, bool):
+        raise TokenError("The token's `exp` is not a time.")
+    return sub, float(expires)
 
 
 def token_from(request: web.Request) -> str | None:
@@ -61,18 +74,47 @@ def token_from(request: web.Request) -> str | None:
     return None
 
 
+class VerifiedTokens:
+    """Tokens whose signature was checked, kept until they expire (bounded).
+
+    A token is checked once; until its ``exp`` the same token string gives
+    the same ``sub`` without decoding it again. An expired one is checked anew
+    and refused. Only a digest of the token is kept.
+    """
+
+    def __init__(self, secret: str, size: int = VERIFIED_TOKENS) -> None:
+        self._secret = secret
+        self._size = size
+        self._known: OrderedDict[bytes, tuple[str, float]] = OrderedDict()
+
+    def user_of(self, token: str) -> str:
+        key = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        known = self._known.get(key)
+        if known is not None and time.time() < known[1]:
+            self._known.move_to_end(key)
+            return known[0]
+        self._known.pop(key, None)
+        sub, expires = verified_claims(token, self._secret)
+        self._known[key] = (sub, expires)
+        if len(self._known) > self._size:
+            self._known.popitem(last=False)
+        return sub
+
+
 def auth_middleware(secret: str | None) -> Middleware:
+    verified = VerifiedTokens(secret) if secret is not None else None
+
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not request.path.startswith(API_PREFIX) or request.path in PUBLIC_PATHS:
             return await handler(request)
-        if secret is None:
+        if verified is None:
             return _unauthorized(DISABLED, "api_disabled")
         try:
             token = token_from(request)
             if token is None:
                 return _unauthorized("Send `Authorization: Bearer <token>`.")
-            request[ACTOR] = Actor(user_id=user_of(token, secret))
+            request[ACTOR] = Actor(user_id=verified.user_of(token))
         except TokenError as exc:
             return _unauthorized(str(exc))
         return await handler(request)

@@ -51,17 +51,20 @@ async def json_object(request: web.Request) -> dict[str, Any]:
 async def visible_run(request: web.Request, run_id: int) -> tuple[Run, list[StepRun]]:
     """The run and its steps, if the token's user may see it (404/403 otherwise)."""
     core = core_of(request)
-    run = await store.read_run(run_id)
-    if run is None:
+    loaded = await store.read_run_and_steps(run_id)
+    if loaded is None:
         raise ApiError(404, f"There is no run with id {run_id}.")
+    run, steps = loaded
     pipeline = core.engine.pinned(run)
     if not may_view(pipeline, run.triggered_by, actor_of(request), core.engine.admins):
         raise ApiError(403, f"You may not see run {run_id} of `{run.pipeline}`.")
-    return run, await store.read_steps(run_id)
+    return run, steps
 
 
 async def approvals_of(run_id: int, steps: list[StepRun]) -> list[Json]:
     """Every approver decision on the run, oldest first (empty when there are none)."""
+    if not any(s.kind == "approval" for s in steps):
+        return []  # no gate, no decisions: spare the query
     approvals = await Approval.filter(run_id=run_id)
     if not approvals:
         return []

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
+import jwt
 import pytest
 
 from ansflow.token_cli import TtlError, cmd_token_create, parse_ttl
-from api.auth import TokenError, create_token, user_of
+from api.auth import TokenError, VerifiedTokens, create_token, user_of
 from tests.api_support import SECRET, api_server, make_token, write_standard
 from tests.helpers import make_settings, serving
 
@@ -115,6 +117,30 @@ def test_token_round_trip_and_expiry() -> None:
         user_of(token, "another-secret-that-is-long-enough-too")
     with pytest.raises(TokenError):
         create_token(SECRET, "bad user", 60)
+
+
+def test_a_verified_token_is_refused_once_it_expires_and_others_are_checked_anew() -> None:
+    verified = VerifiedTokens(SECRET, size=2)
+    short = create_token(SECRET, "U1", 1)
+    assert verified.user_of(short) == "U1"
+    assert verified.user_of(short) == "U1"  # from what was verified
+    # Another secret's token, or the same token altered, is checked, not looked up.
+    with pytest.raises(TokenError, match="signature"):
+        verified.user_of(create_token("another-secret-that-is-long-enough-too", "U1", 60))
+    with pytest.raises(TokenError):
+        verified.user_of(short[:-2] + ("AA" if not short.endswith("AA") else "BB"))
+    # Older entries are forgotten past the bound and verified again.
+    for user in ("U2", "U3", "U4"):
+        assert verified.user_of(create_token(SECRET, user, 60)) == user
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and time.time() < jwt_exp(short):
+        time.sleep(0.05)
+    with pytest.raises(TokenError, match="expired"):
+        verified.user_of(short)
+
+
+def jwt_exp(token: str) -> float:
+    return float(jwt.decode(token, options={"verify_signature": False})["exp"])
 
 
 @pytest.mark.parametrize(
