@@ -92,16 +92,21 @@ class PgSignals:
     async def event(self, run_id: int, event_type: str, step_id: int | None) -> None:
         await self._send(encode_event(self.replica.id, run_id, event_type, step_id))
 
-    async def on_local_event(self, event: Event) -> None:
-        """After-commit bus subscriber: tell the other replicas of status changes.
+    async def on_local_event(self, event: Event, conn: Any) -> None:
+        """In-transaction bus subscriber: tell the other replicas of status changes.
 
-        Live log lines stay local: other replicas read a running step's output
-        from its row, which the step's own replica flushes every second.
+        The notice rides in the change's own transaction, so it costs no commit
+        of its own, and it is delivered only if the change commits. Live log
+        lines stay local: other replicas read a running step's output from its
+        row, which the step's own replica flushes every second.
         """
         if isinstance(event, StepLog):
             return
         step = getattr(event, "step", None)
-        await self.event(event.run.id, event.type, step.id if step is not None else None)
+        step_id = step.id if step is not None else None
+        await notify(
+            CHANNEL, encode_event(self.replica.id, event.run.id, event.type, step_id), conn
+        )
 
     async def _send(self, payload: str) -> None:
         try:

@@ -35,10 +35,12 @@ def asyncpg_dsn(url: str) -> str:
     return urlunsplit(("postgresql", parts.netloc, parts.path, "", ""))
 
 
-async def notify(channel: str, payload: str) -> None:
+async def notify(channel: str, payload: str, conn: Any = None) -> None:
+    """Send ``payload``; on ``conn`` (a transaction) it is delivered when that commits."""
     if len(payload.encode()) > MAX_PAYLOAD:
         raise ValueError("NOTIFY payload too large")
-    await connections.get("default").execute_query("SELECT pg_notify($1, $2)", [channel, payload])
+    client = conn if conn is not None else connections.get("default")
+    await client.execute_query("SELECT pg_notify($1, $2)", [channel, payload])
 
 
 class Listener:

@@ -77,10 +77,8 @@ async def read_steps(run_id: int, conn: BaseDBAsyncClient | None = None) -> list
 async def read_run_and_steps(
     run_id: int, conn: BaseDBAsyncClient | None = None
 ) -> tuple[Run, list[StepRun]] | None:
-    run = await read_run(run_id, conn)
-    if run is None:
-        return None
-    return run, await read_steps(run_id, conn)
+    """The run and its steps (by position), read in one statement."""
+    return await sql.select_with_children(_conn(conn), Run, StepRun, "run_id", "position", run_id)
 
 
 def _status_guard(sources: Collection[str]) -> str:

@@ -150,3 +150,42 @@ def _insert_template(table: str, columns: tuple[str, ...], rows: int) -> str:
     row = f"({_marks(len(columns))})"
     rows_sql = ",".join([row] * rows)
     return f'INSERT INTO "{table}" ({names}) VALUES {rows_sql} RETURNING "id"'  # noqa: S608
+
+
+async def select_with_children(
+    conn: BaseDBAsyncClient,
+    parent: type[M],
+    child: type[Model],
+    foreign_key: str,
+    order_by: str,
+    parent_id: int,
+) -> tuple[M, list[Any]] | None:
+    """One row of ``parent`` and its ``child`` rows in one statement (a LEFT JOIN)."""
+    template = _join_template(parent, child, foreign_key, order_by)
+    _, rows = await conn.execute_query(_sql(conn, template), [parent_id])
+    if not rows:
+        return None
+    parent_columns = ("id", *table_of(parent).columns)
+    child_columns = ("id", *table_of(child).columns)
+    first = rows[0]
+    found = parent._init_from_db(**{c: first[f"p.{c}"] for c in parent_columns})
+    children = [
+        child._init_from_db(**{c: row[f"c.{c}"] for c in child_columns})
+        for row in rows
+        if row["c.id"] is not None
+    ]
+    return found, children
+
+
+@functools.cache
+def _join_template(
+    parent_model: type[Model], child_model: type[Model], foreign_key: str, order_by: str
+) -> str:
+    parent, child = table_of(parent_model), table_of(child_model)
+    chosen = [f'p."{c}" AS "p.{c}"' for c in ("id", *parent.columns)]
+    chosen += [f'c."{c}" AS "c.{c}"' for c in ("id", *child.columns)]
+    return (
+        f'SELECT {",".join(chosen)} FROM "{parent.name}" p '  # noqa: S608  (our names)
+        f'LEFT JOIN "{child.name}" c ON c."{foreign_key}" = p."id" '
+        f'WHERE p."id"=? ORDER BY c."{order_by}"'
+    )

@@ -170,6 +170,25 @@ async def test_a_dead_replicas_local_step_fails_interrupted_and_its_process_is_k
             await eventually(lambda: _async(not alive(pid)), timeout=10)
 
 
+async def test_a_dead_replicas_step_whose_pid_was_never_stored_is_found_and_killed(
+    opened: str, pipelines_dir: Path
+) -> None:
+    # A replica stores a step's pid only once the step has run a little while;
+    # if it dies before that, the adopter finds the group by the step's environment.
+    write_pipeline(pipelines_dir, "long", LONG)
+    async with replica(opened, pipelines_dir, 4001) as a:
+        run = await a.engine.start_run(RunRequest("long", {}, ADMIN))
+        step = await eventually(lambda: step_row(run.id), lambda s: s.external_id is not None)
+        pid = int(step.external_id or 0)
+        await StepRun.filter(id=step.id).update(external_id=None)  # as if it died first
+        async with replica(opened, pipelines_dir, 4002) as b:
+            a.keeper._stopping = True
+            await a.keeper.stop()
+            ended = await b.engine.wait_finished(run.id, timeout=15)
+            assert ended.steps[0].reason is not None and "interrupted" in ended.steps[0].reason
+            await eventually(lambda: _async(not alive(pid)), timeout=10)
+
+
 async def test_a_retry_on_restart_step_of_a_dead_replica_runs_again_on_the_adopter(
     opened: str, pipelines_dir: Path, tmp_path: Path
 ) -> None:

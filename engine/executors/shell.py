@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import signal
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,10 @@ __all__ = ["LOG_LIMIT", "BoundedLog", "ShellExecutor", "tail_of"]
 KILL_GRACE = 3.0  # seconds between SIGTERM and SIGKILL
 DRAIN_TIMEOUT = 5.0
 READ_CHUNK = 65536
+# A step still running after this long gets its process id stored (for whoever
+# adopts it if this replica dies); shorter ones never cost that write.
+RECORD_PID_AFTER = 0.05
+PROC_SCAN_LIMIT = 100_000
 
 
 @dataclass
@@ -99,6 +104,10 @@ class ShellExecutor:
     async def recover(self, ctx: StepContext) -> None:
         if ctx.external_id:
             _kill_stale_group(int(ctx.external_id), ctx.run_id)
+        else:  # it died before the pid was stored: look for the step's group on this host
+            found = _find_stale_group(ctx.run_id, ctx.step_name)
+            if found is not None:
+                _kill_stale_group(found, ctx.run_id)
         spec = ctx.spec
         if isinstance(spec, RunSpec) and spec.retry_on_restart:
             await self.start(ctx)
@@ -158,9 +167,12 @@ class ShellExecutor:
             return
         running = _Running(ctx.run_id, process, exited, output)
         self._running[ctx.step_id] = running
-        try:
+
+        async def record_pid() -> None:
             await ctx.update(external_id=str(process.pid))
-            outcome = await self._follow(process, exited, running, timeout)
+
+        try:
+            outcome = await self._follow(process, exited, running, timeout, record_pid)
             # Still registered while finishing, so a cancel meanwhile finds it ours.
             await ctx.finish(outcome)
         except asyncio.CancelledError:
@@ -194,6 +206,7 @@ class ShellExecutor:
         exited: asyncio.Event,
         running: _Running,
         timeout: float,
+        record_pid: Callable[[], Awaitable[None]],
     ) -> StepOutcome:
         assert process.stdout is not None
         live = running.output
@@ -201,7 +214,10 @@ class ShellExecutor:
         reader = asyncio.create_task(_read_all(process.stdout, live))
         timed_out = False
         try:
-            await asyncio.wait_for(exited.wait(), timeout=timeout)
+            first = min(timeout, RECORD_PID_AFTER)
+            if not await _exits_within(exited, first):
+                await record_pid()
+                await asyncio.wait_for(exited.wait(), timeout=timeout - first)
         except TimeoutError:
             timed_out = True
             await _terminate(process, exited)
@@ -229,6 +245,14 @@ class ShellExecutor:
             else f"killed by signal {-(code or 0)}"
         )
         return StepOutcome(StepStatus.FAILED, code, reason, text, output.dropped)
+
+
+async def _exits_within(exited: asyncio.Event, seconds: float) -> bool:
+    try:
+        await asyncio.wait_for(exited.wait(), timeout=seconds)
+    except TimeoutError:
+        return False
+    return True
 
 
 async def _read_all(stream: asyncio.StreamReader, output: LiveLog) -> None:
@@ -300,3 +324,27 @@ def _kill_stale_group(pgid: int, run_id: int) -> None:
     if f"ANSFLOW_RUN_ID={run_id}".encode() in environ.split(b"\0"):
         log.warning("killing process group %s left running by a previous process", pgid)
         _kill_group(pgid, signal.SIGKILL)
+
+
+def _find_stale_group(run_id: int, step_name: str, limit: int = PROC_SCAN_LIMIT) -> int | None:
+    """The process group a step of ``run_id`` leads on this host, if one is still alive.
+
+    Each step's command leads a session of its own (pid = group id) and carries
+    its run id and step name in its environment.
+    """
+    wanted = {f"ANSFLOW_RUN_ID={run_id}".encode(), f"ANSFLOW_STEP={step_name}".encode()}
+    try:
+        entries = [e for e in os.listdir("/proc")[:limit] if e.isdigit()]
+    except OSError:
+        return None
+    for entry in entries:
+        pid = int(entry)
+        try:
+            if os.getpgid(pid) != pid:
+                continue
+            environ = set(Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"))
+        except OSError:
+            continue
+        if wanted <= environ:
+            return pid
+    return None
