@@ -42,6 +42,7 @@ READ_CHUNK = 65536
 # adopts it if this replica dies); shorter ones never cost that write.
 RECORD_PID_AFTER = 0.05
 PROC_SCAN_LIMIT = 100_000
+SHUTDOWN_ROUNDS = 10
 
 
 @dataclass
@@ -73,6 +74,7 @@ class ShellExecutor:
         self._bus = bus
         self._running: dict[int, _Running] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._stopped = False
 
     def busy_runs(self) -> set[int]:
         """Runs with a step of theirs running in this process."""
@@ -84,6 +86,8 @@ class ShellExecutor:
         return running.output.visible() if running is not None else None
 
     async def start(self, ctx: StepContext) -> None:
+        if self._stopped:
+            return  # stopping: the step stays running, ours, for whoever adopts it
         task = asyncio.create_task(self._run(ctx), name=f"step-{ctx.step_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -128,12 +132,16 @@ class ShellExecutor:
         """Stop now: every group is killed and its step left ``running``, owned by
         this replica, for whoever adopts it once the lease ends (as if it had died:
         "interrupted", or run again with ``retry_on_restart``)."""
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for running in list(self._running.values()):
-            _kill_group(running.process.pid, signal.SIGKILL)
-        await asyncio.gather(*tasks, return_exceptions=True)
+        self._stopped = True
+        for _ in range(SHUTDOWN_ROUNDS):  # a step ending meanwhile may have started another
+            tasks = list(self._tasks)
+            if not tasks:
+                return
+            for task in tasks:
+                task.cancel()
+            for running in list(self._running.values()):
+                _kill_group(running.process.pid, signal.SIGKILL)
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run(self, ctx: StepContext) -> None:
         spec = ctx.spec
