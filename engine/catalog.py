@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from engine.errors import PipelineNotFound
 from engine.pipelines import Catalog, Pipeline, load_catalog
 
 log = logging.getLogger(__name__)
+
+PIPELINE_SUFFIXES = (".yml", ".yaml")
 
 
 class PipelineSource:
@@ -20,16 +23,19 @@ class PipelineSource:
         self._catalog = Catalog()
 
     def _current_signature(self) -> tuple[tuple[str, int, int], ...]:
-        if not self.folder.is_dir():
+        """Name, mtime and size of each pipeline file: one directory read, one stat each."""
+        try:
+            found = [e for e in os.scandir(self.folder) if e.name.endswith(PIPELINE_SUFFIXES)]
+        except OSError:
             return ()
         entries = []
-        for path in sorted([*self.folder.glob("*.yml"), *self.folder.glob("*.yaml")]):
+        for entry in found:
             try:
-                stat = path.stat()
+                stat = entry.stat()
             except OSError:
                 continue
-            entries.append((path.name, stat.st_mtime_ns, stat.st_size))
-        return tuple(entries)
+            entries.append((entry.name, stat.st_mtime_ns, stat.st_size))
+        return tuple(sorted(entries))
 
     def catalog(self) -> Catalog:
         signature = self._current_signature()

@@ -229,10 +229,10 @@ class Engine:
         return CancelResult.REQUESTED
 
     async def snapshot(self, run_id: int) -> RunSnapshot:
-        run = await store.read_run(run_id)
-        if run is None:
+        loaded = await store.read_run_and_steps(run_id)
+        if loaded is None:
             raise RunNotFound(run_id)
-        return run_snapshot(run, await store.read_steps(run_id))
+        return run_snapshot(*loaded)
 
     def pinned(self, run: Run) -> Pipeline:
         """The pipeline as the run was started (its stored definition, validated once)."""

@@ -51,6 +51,7 @@ class Workspaces:
         self._sweeper: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._cursor = ""
+        self._root_made = False  # made once (ensure makes it again if it was removed)
 
     def path_of(self, run_id: int) -> Path:
         return self.root / f"run-{run_id}"
@@ -60,9 +61,16 @@ class Workspaces:
         path = self.path_of(run_id)
         if path.is_dir():
             return path
-        self.root.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileExistsError):
-            path.mkdir(mode=0o700)
+        if not self._root_made:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._root_made = True
+        try:
+            with contextlib.suppress(FileExistsError):
+                path.mkdir(mode=0o700)
+        except FileNotFoundError:  # the root was removed since: make it again
+            self.root.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                path.mkdir(mode=0o700)
         return path
 
     # -- cleaning up -------------------------------------------------------------

@@ -76,12 +76,11 @@ def live_members(pgid: int) -> list[int]:
     return members
 
 
-def assert_cancelled_and_gone(cwd: Path, child: int) -> None:
+def assert_cancelled_and_gone(cwd: Path, child: int, pgid: int) -> None:
     runs, steps = stored(cwd)
     assert runs == [("slow", "cancelled")]
     assert steps["wait"][0] == "cancelled"
     assert steps["after"][0] in ("pending", "skipped", "cancelled")
-    pgid = int(steps["wait"][1] or 0)
     assert pgid > 0
     deadline = time.monotonic() + 10
     while live_members(pgid):
@@ -109,6 +108,7 @@ def test_a_signal_cancels_the_run_and_ends_its_processes(
     )
     try:
         child = wait_for_pid(pidfile, process)
+        pgid = os.getpgid(child)  # the step's own process group
         process.send_signal(sig)
         output, _ = process.communicate(timeout=30)
     finally:
@@ -121,7 +121,7 @@ def test_a_signal_cancels_the_run_and_ends_its_processes(
     assert "slow run 1 cancelled" in text
     assert "never" not in text
     assert "Traceback" not in text
-    assert_cancelled_and_gone(tmp_path, child)
+    assert_cancelled_and_gone(tmp_path, child, pgid)
 
 
 def test_closing_the_terminal_cancels_the_run(tmp_path: Path) -> None:
@@ -145,6 +145,7 @@ def test_closing_the_terminal_cancels_the_run(tmp_path: Path) -> None:
     os.close(slave)
     try:
         child = wait_for_pid(pidfile, process)
+        pgid = os.getpgid(child)  # the step's own process group
         seen = b""
         deadline = time.monotonic() + 10
         while b"running" not in seen and time.monotonic() < deadline:
@@ -159,7 +160,7 @@ def test_closing_the_terminal_cancels_the_run(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
     assert process.returncode == 1
-    assert_cancelled_and_gone(tmp_path, child)
+    assert_cancelled_and_gone(tmp_path, child, pgid)
 
 
 def test_a_second_ctrl_c_while_cancelling_changes_nothing(tmp_path: Path) -> None:
