@@ -343,7 +343,9 @@ class Engine:
         if run.status in (RunStatus.PENDING, RunStatus.QUEUED) and decided.outcome is None:
             # A queued run may already have a root message: it moves on, it does not start anew.
             started = RunStarted if run.status == RunStatus.PENDING else RunStatusChanged
-            await self._set_run(run, steps, RunStatus.RUNNING, started, now, started_at=store.now())
+            fields = {"started_at": store.now()} if run.started_at is None else {}
+            if not await self._set_run(run, steps, RunStatus.RUNNING, started, now, **fields):
+                return True  # moved meanwhile (cancelled elsewhere): plan again from what is stored
         for path in decided.skip:
             changed |= await self._end_step(
                 run, steps, by_path[path], StepOutcome(StepStatus.SKIPPED), now

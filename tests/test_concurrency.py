@@ -87,24 +87,21 @@ async def test_a_queued_run_whose_predecessor_is_cancelled_starts(
 async def test_a_failed_holder_frees_its_group(
     database_url: str, pipelines_dir: Path, tmp_path: Path
 ) -> None:
-    write_pipeline(
-        pipelines_dir,
-        "deploy",
-        GATED.replace("MODE", "queue").replace(
-            "steps:\n", 'steps:\n  - name: check\n    run: test "$env" != broken\n'
-        ),
-    )
+    failing = GATED.replace("MODE", "queue") + '  - name: check\n    run: test "$env" != broken\n'
+    write_pipeline(pipelines_dir, "deploy", failing)
+    gate = tmp_path / "x"
     async with engine_on(database_url, pipelines_dir) as core:
         engine = core.engine
         bad = await engine.start_run(
-            RunRequest("deploy", {"gate": str(tmp_path / "x"), "env": "broken"}, CLI)
+            RunRequest("deploy", {"gate": str(gate), "env": "broken"}, CLI)
         )
         after = await engine.start_run(
-            RunRequest("deploy", {"gate": str(tmp_path / "x"), "env": "broken"}, CLI)
+            RunRequest("deploy", {"gate": str(gate), "env": "broken"}, CLI)
         )
+        assert after.status == RunStatus.QUEUED
+        gate.touch()  # the holder goes on, fails, and must hand the group on
         assert (await engine.wait_finished(bad.id, timeout=10)).status == RunStatus.FAILED
         assert (await engine.wait_finished(after.id, timeout=10)).status == RunStatus.FAILED
-        assert after.status == RunStatus.QUEUED
 
 
 async def test_cancel_previous_cancels_older_runs_of_the_group(
