@@ -23,6 +23,7 @@ from pathlib import Path
 
 from engine.events import EventBus, StepLog
 from engine.executors.base import StepContext, StepOutcome, step_timeout
+from engine.executors.spawn import READ_CHUNK, StepProcess, start_shell
 from engine.masking import Masker
 from engine.output import LOG_LIMIT, BoundedLog, LiveLog, tail_of
 from engine.pipelines import RunSpec
@@ -37,7 +38,6 @@ __all__ = ["LOG_LIMIT", "BoundedLog", "ShellExecutor", "tail_of"]
 
 KILL_GRACE = 3.0  # seconds between SIGTERM and SIGKILL
 DRAIN_TIMEOUT = 5.0
-READ_CHUNK = 65536
 # A step still running after this long gets its process id stored (for whoever
 # adopts it if this replica dies); shorter ones never cost that write.
 RECORD_PID_AFTER = 0.05
@@ -48,7 +48,7 @@ SHUTDOWN_ROUNDS = 10
 @dataclass
 class _Running:
     run_id: int
-    process: asyncio.subprocess.Process
+    process: StepProcess
     exited: asyncio.Event
     output: LiveLog
     cancelled: bool = False
@@ -169,7 +169,7 @@ class ShellExecutor:
         )
         output = self._live_log(ctx)
         try:
-            process, exited = await _spawn(spec.run, env, workdir)
+            process, stdout, exited = await start_shell(spec.run, env, workdir)
         except OSError as exc:
             await ctx.finish(StepOutcome(StepStatus.FAILED, reason=f"could not start: {exc}"))
             return
@@ -180,7 +180,7 @@ class ShellExecutor:
             await ctx.update(external_id=str(process.pid))
 
         try:
-            outcome = await self._follow(process, exited, running, timeout, record_pid)
+            outcome = await self._follow(process, stdout, exited, running, timeout, record_pid)
             # Still registered while finishing, so a cancel meanwhile finds it ours.
             await ctx.finish(outcome)
         except asyncio.CancelledError:
@@ -210,16 +210,16 @@ class ShellExecutor:
 
     async def _follow(
         self,
-        process: asyncio.subprocess.Process,
+        process: StepProcess,
+        stdout: asyncio.StreamReader,
         exited: asyncio.Event,
         running: _Running,
         timeout: float,
         record_pid: Callable[[], Awaitable[None]],
     ) -> StepOutcome:
-        assert process.stdout is not None
         live = running.output
         output = live.output
-        reader = asyncio.create_task(_read_all(process.stdout, live))
+        reader = asyncio.create_task(_read_all(stdout, live))
         timed_out = False
         try:
             first = min(timeout, RECORD_PID_AFTER)
@@ -271,44 +271,7 @@ async def _read_all(stream: asyncio.StreamReader, output: LiveLog) -> None:
     output.append(decoder.decode(b"", final=True))
 
 
-class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
-    """Tells when the process exits, even while a child still holds its output pipe.
-
-    (``Process.wait()`` waits for the pipes to close as well, so a background
-    child would hold it until the step's timeout.)
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(limit=READ_CHUNK, loop=loop)
-        self.exited = asyncio.Event()
-
-    def process_exited(self) -> None:
-        super().process_exited()
-        self.exited.set()
-
-
-async def _spawn(
-    command: str, env: dict[str, str], workdir: Path | None
-) -> tuple[asyncio.subprocess.Process, asyncio.Event]:
-    loop = asyncio.get_running_loop()
-    protocol = _ExitAwareProtocol(loop)
-    transport, _ = await loop.subprocess_exec(
-        lambda: protocol,
-        "/bin/sh",
-        "-c",
-        command,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env=env,
-        cwd=workdir,
-        start_new_session=True,
-    )
-    process = asyncio.subprocess.Process(transport, protocol, loop)
-    return process, protocol.exited
-
-
-async def _terminate(process: asyncio.subprocess.Process, exited: asyncio.Event) -> None:
+async def _terminate(process: StepProcess, exited: asyncio.Event) -> None:
     _kill_group(process.pid, signal.SIGTERM)
     try:
         await asyncio.wait_for(exited.wait(), timeout=KILL_GRACE)
