@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 MIN_INTERVAL = 0.2
 FORGET_AFTER = 7 * 24 * 3600.0
+TICK_GRACE = 5.0  # seconds a sweep under way is given when the replica stops
 
 
 class LeaseKeeper:
@@ -36,6 +37,7 @@ class LeaseKeeper:
         self.interval = max(MIN_INTERVAL, self.replica.lease_seconds / 3)
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._ticking = False
         self.sweeps = 0
 
     async def start(self) -> None:
@@ -59,7 +61,10 @@ class LeaseKeeper:
         failures = 0
         while not self._stopping:
             await asyncio.sleep(self.interval if failures == 0 else min(5.0, 0.5 * failures))
+            if self._stopping:
+                return
             try:
+                self._ticking = True
                 await self.tick()
                 failures = 0
             except asyncio.CancelledError:
@@ -72,6 +77,8 @@ class LeaseKeeper:
                     self.replica.connected_since = None
                 else:
                     log.exception("replica lease: sweep failed")
+            finally:
+                self._ticking = False
 
     async def tick(self) -> None:
         renewed = await renew_replica(
@@ -108,6 +115,10 @@ class LeaseKeeper:
         """Stop renewing and hand everything over: our lease ends now."""
         self._stopping = True
         if self._task is not None:
+            if self._ticking:
+                # Let a sweep under way end (bounded): cancelled while it opens a
+                # transaction, it would leave SQLite's lock held.
+                await asyncio.wait({self._task}, timeout=TICK_GRACE)
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task

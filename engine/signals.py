@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,6 +29,8 @@ from storage.outage import is_database_outage
 log = logging.getLogger(__name__)
 
 CHANNEL = "ansflow_replicas"
+# Events from other replicas waiting to be passed on (the WebSocket hub reads each run).
+MAX_QUEUED_EVENTS = 10_000
 
 RemoteEventHandler = Callable[[int, str, int | None], Awaitable[None] | None]
 
@@ -66,6 +69,8 @@ class PgSignals:
         self._remote: list[RemoteEventHandler] = []
         self._listener = Listener(url, CHANNEL, self._received)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._events: deque[tuple[int, str, int | None]] = deque()
+        self._relay: asyncio.Task[None] | None = None
 
     def subscribe_remote(self, handler: RemoteEventHandler) -> None:
         self._remote.append(handler)
@@ -82,6 +87,9 @@ class PgSignals:
 
     async def stop(self) -> None:
         await self._listener.stop()
+        if self._relay is not None:
+            self._relay.cancel()
+            await asyncio.gather(self._relay, return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*list(self._tasks), return_exceptions=True)
@@ -128,10 +136,27 @@ class PgSignals:
             return
         if body.get("from") == self.replica.id:
             return
-        for handler in self._remote:
-            result = handler(int(body["run"]), str(body["t"]), body.get("step"))
-            if result is not None:
-                self._spawn(result)
+        if not self._remote:
+            return
+        # One after another, in the order sent: a round's events arrive together
+        # at its commit, and a client must see a step's end before the run's.
+        if len(self._events) >= MAX_QUEUED_EVENTS:
+            log.warning("dropped a replica event: %s are waiting", len(self._events))
+            return
+        self._events.append((int(body["run"]), str(body["t"]), body.get("step")))
+        if self._relay is None or self._relay.done():
+            self._relay = asyncio.create_task(self._relay_events(), name="replica-events")
+
+    async def _relay_events(self) -> None:
+        while self._events:
+            run_id, event_type, step_id = self._events.popleft()
+            for handler in self._remote:
+                try:
+                    result = handler(run_id, event_type, step_id)
+                    if result is not None:
+                        await result
+                except Exception:
+                    log.exception("handling a replica event failed")
 
     def _spawn(self, work: Awaitable[None]) -> None:
         async def guarded() -> None:

@@ -20,6 +20,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from engine.events import EventBus, StepLog
 from engine.executors.base import StepContext, StepOutcome, step_timeout
@@ -43,6 +44,7 @@ DRAIN_TIMEOUT = 5.0
 RECORD_PID_AFTER = 0.05
 PROC_SCAN_LIMIT = 100_000
 SHUTDOWN_ROUNDS = 10
+FINISH_GRACE = 5.0  # seconds a step storing its end is given when the service stops
 
 
 @dataclass
@@ -75,6 +77,7 @@ class ShellExecutor:
         self._running: dict[int, _Running] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopped = False
+        self._finishing: set[asyncio.Task[Any]] = set()
 
     def busy_runs(self) -> set[int]:
         """Runs with a step of theirs running in this process."""
@@ -137,11 +140,26 @@ class ShellExecutor:
             tasks = list(self._tasks)
             if not tasks:
                 return
+            # A step already storing its end finishes that (bounded): cancelling a
+            # task while it opens a transaction would leave SQLite's lock held.
             for task in tasks:
-                task.cancel()
+                if task not in self._finishing:
+                    task.cancel()
             for running in list(self._running.values()):
                 _kill_group(running.process.pid, signal.SIGKILL)
+            _, late = await asyncio.wait(tasks, timeout=FINISH_GRACE)
+            for task in late:
+                task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _finish(self, ctx: StepContext, outcome: StepOutcome) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._finishing.add(task)
+        try:
+            await ctx.finish(outcome)
+        finally:
+            self._finishing.discard(task)
 
     async def _run(self, ctx: StepContext) -> None:
         spec = ctx.spec
@@ -182,7 +200,7 @@ class ShellExecutor:
         try:
             outcome = await self._follow(process, stdout, exited, running, timeout, record_pid)
             # Still registered while finishing, so a cancel meanwhile finds it ours.
-            await ctx.finish(outcome)
+            await self._finish(ctx, outcome)
         except asyncio.CancelledError:
             _kill_group(process.pid, signal.SIGKILL)
             output.abort()
