@@ -22,11 +22,11 @@ import time
 from collections import deque
 from collections.abc import Iterator
 
+from ansflow.cli_children import pidfd_child_watcher
 from ansflow.cli_lines import StepLines
 from ansflow.cli_view import PlainView, View
 from ansflow.settings import Settings
 from ansflow.wiring import build_core
-from bot.parsing import CommandSyntaxError, split_key_values
 from engine.errors import UserError
 from engine.events import (
     Event,
@@ -58,8 +58,13 @@ def parse_cli_params(tokens: list[str]) -> dict[str, str]:
     """``key=value`` words as the shell left them; a value still in quotes loses them.
 
     So ``ansflow run p 'msg="two words"'`` and ``ansflow run p msg="two words"``
-    mean the same; a value that opens a quote and does not close it is an error.
+    mean the same; a value that opens a quote and does not close it is an error
+    (:class:`bot.parsing.CommandSyntaxError`, imported only when there are words).
     """
+    if not tokens:
+        return {}
+    from bot.parsing import CommandSyntaxError, split_key_values
+
     params = split_key_values(tokens)
     for key, value in params.items():
         if value[:1] in QUOTES:
@@ -79,11 +84,15 @@ def exit_code(final: RunSnapshot, first_signal: int | None) -> int:
 
 
 def run_in_terminal(settings: Settings, pipeline: str, raw_params: list[str]) -> int:
-    try:
-        params = parse_cli_params(raw_params)
-    except CommandSyntaxError as exc:
-        print(f"ansflow: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    params: dict[str, str] = {}
+    if raw_params:
+        from bot.parsing import CommandSyntaxError
+
+        try:
+            params = parse_cli_params(raw_params)
+        except CommandSyntaxError as exc:
+            print(f"ansflow: {exc}", file=sys.stderr)
+            return EXIT_USAGE
     return asyncio.run(_run(settings, pipeline, params, sys.stdout.isatty()))
 
 
@@ -129,7 +138,7 @@ class Signals:
 
 async def _run(settings: Settings, pipeline: str, params: dict[str, str], interactive: bool) -> int:
     signals = Signals()
-    with signals.handled():
+    with signals.handled(), pidfd_child_watcher():
         opening = asyncio.ensure_future(open_db(settings.database_url))
         interrupted = asyncio.ensure_future(signals.arrived.wait())
         await asyncio.wait({opening, interrupted}, return_when=asyncio.FIRST_COMPLETED)
@@ -261,8 +270,9 @@ class Follower:
             self.view.output(lines)
 
     async def _step_finished(self, run: RunSnapshot, step: StepSnapshot) -> None:
-        if step.name not in self.lines.seen:
+        if step.name not in self.lines.seen and step.log_tail:
             # Nothing came while it ran (no live output for this step): its stored log.
+            # (An empty tail is an empty log, or one of blank lines only: no query.)
             stored = await StepRun.filter(id=step.id).values_list("log", flat=True)
             self._output(step.name, str(stored[0]) if stored else "")
         rest = self.lines.flush(step.name)

@@ -6,6 +6,10 @@ migrations: ``ansflow --help``; ``ansflow run`` of a 1-step pipeline
 (``true``) on SQLite; and the marginal cost of a step, from pipelines of
 ``BASE`` and ``BASE + 10`` steps. Output goes to a pipe, as in scripts and CI.
 ``COMMAND`` times another ``ansflow`` (e.g. a wrapper running an older checkout).
+
+The runs of the two long pipelines alternate, so a change of the shared
+machine's load while the figures are taken weighs on both alike; "from pairs"
+is the median of the differences of runs taken one after the other.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ ANSFLOW = str(Path(sys.executable).parent / "ansflow")
 RUNS = 15
 WARMUP = 2
 BASE = 10
-LABELS = ("from medians", "from minimums", "CPU")
+LABELS = ("from medians", "from minimums", "from pairs", "CPU")
 
 
 def pipeline(name: str, steps: int) -> str:
@@ -35,24 +39,33 @@ def timed(
     args: list[str], cwd: Path, runs: int, command: str = ANSFLOW
 ) -> tuple[list[float], list[float]]:
     """Wall and CPU (user + system) seconds of each counted run."""
+    return timed_alternately([args], cwd, runs, command)[0]
+
+
+def timed_alternately(
+    argsets: list[list[str]], cwd: Path, runs: int, command: str = ANSFLOW
+) -> list[tuple[list[float], list[float]]]:
+    """:func:`timed` for several commands, their runs taken in turn (a, b, a, b, ...)."""
     env = {"PATH": os.environ["PATH"], "HOME": str(cwd), "LANG": "C.UTF-8"}
-    times: list[float] = []
-    cpu: list[float] = []
+    measured: list[tuple[list[float], list[float]]] = [([], []) for _ in argsets]
     for i in range(WARMUP + runs):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        began = time.perf_counter()
-        done = subprocess.run([command, *args], cwd=cwd, env=env, capture_output=True, check=False)
-        took = time.perf_counter() - began
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        if done.returncode != 0:
-            raise RuntimeError(
-                f"ansflow {' '.join(args)} exited {done.returncode}: {done.stderr!r}"
+        for args, (times, cpu) in zip(argsets, measured, strict=True):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            began = time.perf_counter()
+            done = subprocess.run(
+                [command, *args], cwd=cwd, env=env, capture_output=True, check=False
             )
-        if i >= WARMUP:
-            times.append(took)
-            cpu.append(used)
-    return times, cpu
+            took = time.perf_counter() - began
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            if done.returncode != 0:
+                raise RuntimeError(
+                    f"ansflow {' '.join(args)} exited {done.returncode}: {done.stderr!r}"
+                )
+            if i >= WARMUP:
+                times.append(took)
+                cpu.append(used)
+    return measured
 
 
 def figure(label: str, measured: tuple[list[float], list[float]]) -> None:
@@ -80,14 +93,15 @@ def main(argv: list[str] | None = None) -> None:
         one = ["run", "one", "--pipelines", "one"]
         figure("ansflow run, 1 step", timed(one, cwd, runs, command))
         base_args = ["run", "base", "--pipelines", "base"]
-        base = timed(base_args, cwd, runs, command)
-        figure(f"ansflow run, {BASE} steps", base)
         more_args = ["run", "more", "--pipelines", "more"]
-        more = timed(more_args, cwd, runs, command)
+        base, more = timed_alternately([base_args, more_args], cwd, runs, command)
+        figure(f"ansflow run, {BASE} steps", base)
         figure(f"ansflow run, {BASE + 10} steps", more)
+        pairs = [m - b for m, b in zip(more[0], base[0], strict=True)]
         per_step = [
             (statistics.median(more[0]) - statistics.median(base[0])) / 10,
             (min(more[0]) - min(base[0])) / 10,
+            statistics.median(pairs) / 10,
             (statistics.median(more[1]) - statistics.median(base[1])) / 10,
         ]
         print(

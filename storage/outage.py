@@ -12,18 +12,12 @@ acquire, so nothing here needs to reset it.
 
 from __future__ import annotations
 
-import importlib
 import sqlite3
+import sys
 from types import TracebackType
 from typing import Any
 
 from tortoise.exceptions import DBConnectionError, IntegrityError
-
-asyncpg: Any
-try:  # untyped, hence imported by name
-    asyncpg = importlib.import_module("asyncpg")
-except ImportError:  # SQLite-only installs
-    asyncpg = None
 
 # SQLSTATE classes and codes that mean "the server cannot serve now".
 _UNAVAILABLE_STATES = ("08", "57P01", "57P02", "57P03", "53300")
@@ -55,6 +49,10 @@ def _verdict(exc: BaseException) -> bool | None:
         return False
     if isinstance(exc, DBConnectionError):
         return True
+    # asyncpg is looked up, not imported: until something loaded it (Tortoise's
+    # PostgreSQL client does), no error can be one of its, and a process on
+    # SQLite (``ansflow run``) does not pay for importing it.
+    asyncpg: Any = sys.modules.get("asyncpg")
     if asyncpg is not None:
         if isinstance(exc, asyncpg.PostgresError):
             state = str(getattr(exc, "sqlstate", "") or "")

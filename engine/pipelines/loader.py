@@ -123,10 +123,52 @@ class _Parsed:
     name_line: int | None = None
 
 
+# libyaml's parser when PyYAML was built with it (some ten times faster than the
+# pure-Python one, which stays the fallback). They differ only around tabs (libyaml
+# takes a tab where PyYAML's own parser refuses one) and in the wording of errors.
+_FAST_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _compose_and_construct(text: str, loader_class: type[yaml.SafeLoader]) -> tuple[Any, Any]:
+    """The document's node tree (for line numbers) and its data, from one parse.
+
+    Building the data rewrites a mapping's node in place where a merge key
+    (``<<: *defaults``) pulls in another's keys; the tree must stay as written
+    (lines, keys written twice), so such a file is parsed a second time for it.
+    """
+    loader = loader_class(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    finally:
+        loader.dispose()
+    if "<<" in text:
+        loader = loader_class(text)
+        try:
+            node = loader.get_single_node()
+        finally:
+            loader.dispose()
+    return node, data
+
+
+def _load_yaml(text: str) -> tuple[Any, Any]:
+    """What PyYAML's pure-Python SafeLoader would give, or the error it would raise.
+
+    A file with a tab, or one libyaml refuses, is parsed by the pure-Python
+    loader itself: the same files load, and a broken one is reported in the
+    same words (libyaml's are terser, e.g. they do not name a tab).
+    """
+    if _FAST_LOADER is not yaml.SafeLoader and "\t" not in text:
+        try:
+            return _compose_and_construct(text, _FAST_LOADER)
+        except yaml.YAMLError:
+            pass
+    return _compose_and_construct(text, yaml.SafeLoader)
+
+
 def _parse(text: str, path: Path) -> _Parsed:
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node, data = _load_yaml(text)
     except yaml.YAMLError as exc:
         return _Parsed(None, [_yaml_problem(exc, path)])
     if not isinstance(data, dict):

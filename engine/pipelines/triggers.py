@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from apscheduler.triggers.cron import CronTrigger
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 EVERY = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([smhd])\s*$")
@@ -24,6 +23,9 @@ JSON_PATH = re.compile(r"^\$(\.[A-Za-z0-9_-]+|\[[0-9]+\])+$")
 PATH_PART = re.compile(r"\.([A-Za-z0-9_-]+)|\[([0-9]+)\]")
 PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+if TYPE_CHECKING:
+    from apscheduler.triggers.cron import CronTrigger
 
 
 class _Strict(BaseModel):
@@ -98,6 +100,9 @@ def crontab_weekdays(field: str) -> str:
 
 
 def cron_trigger(cron: str, timezone: str) -> CronTrigger:
+    # Imported here: a file without ``schedule: cron`` (and ``ansflow run``) never needs it.
+    from apscheduler.triggers.cron import CronTrigger
+
     minute, hour, day, month, weekday = cron.split()
     return CronTrigger(
         minute=minute,
