@@ -22,7 +22,6 @@ import time
 from collections import deque
 from collections.abc import Iterator
 
-from ansflow.cli_children import pidfd_child_watcher
 from ansflow.cli_lines import StepLines
 from ansflow.cli_view import PlainView, View
 from ansflow.settings import Settings
@@ -138,7 +137,7 @@ class Signals:
 
 async def _run(settings: Settings, pipeline: str, params: dict[str, str], interactive: bool) -> int:
     signals = Signals()
-    with signals.handled(), pidfd_child_watcher():
+    with signals.handled():
         opening = asyncio.ensure_future(open_db(settings.database_url))
         interrupted = asyncio.ensure_future(signals.arrived.wait())
         await asyncio.wait({opening, interrupted}, return_when=asyncio.FIRST_COMPLETED)

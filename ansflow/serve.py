@@ -10,7 +10,6 @@ import sys
 from aiohttp import web
 
 from ansflow.app import CORE, build_app
-from ansflow.child_watcher import use_pidfd_child_watcher
 from ansflow.settings import Settings
 from bot.errors import SlackStartupError
 from storage.db import DatabaseError
@@ -23,7 +22,6 @@ class StartupError(Exception):
 
 
 async def _serve(settings: Settings) -> None:
-    use_pidfd_child_watcher()
     app = build_app(settings)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     try:

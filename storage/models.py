@@ -200,6 +200,8 @@ class SeenEvent(Model):
 class Replica(Model):
     """One ``ansflow serve`` (or ``ansflow run``) process, alive while its lease is renewed."""
 
+    _no_comments = True
+
     id = fields.CharField(max_length=96, primary_key=True)
     host = fields.CharField(max_length=255)
     pid = fields.IntField()
@@ -220,6 +222,8 @@ class Lease(Model):
     tool. Taken with a compare-and-set on ``owner``/``expires_at``.
     """
 
+    _no_comments = True
+
     name = fields.CharField(max_length=128, primary_key=True)
     owner = fields.CharField(max_length=96)
     expires_at = fields.DatetimeField()
@@ -238,6 +242,8 @@ class IdempotencyKey(Model):
     Unique per (token subject, key): a second request with the same key finds
     this row (or waits for it on the unique index) and gets the same run.
     """
+
+    _no_comments = True
 
     id = fields.IntField(primary_key=True)
     subject = fields.CharField(max_length=64)
@@ -266,6 +272,8 @@ class ScheduleFire(Model):
     The latest row of a schedule also tells a restarted service what it missed.
     """
 
+    _no_comments = True
+
     id = fields.IntField(primary_key=True)
     pipeline = fields.CharField(max_length=80)
     schedule_key = fields.CharField(max_length=64)
@@ -284,6 +292,8 @@ class ScheduleFire(Model):
 class WebhookDelivery(Model):
     """A webhook delivery id already acted on (a redelivery answers the same run)."""
 
+    _no_comments = True
+
     id = fields.IntField(primary_key=True)
     pipeline = fields.CharField(max_length=80)
     delivery_id = fields.CharField(max_length=128)
@@ -297,6 +307,8 @@ class WebhookDelivery(Model):
 
 class ConcurrencyGroup(Model):
     """Who holds a concurrency group: claimed and freed by compare-and-set only."""
+
+    _no_comments = True
 
     name = fields.CharField(max_length=200, primary_key=True)
     holder_run_id = fields.IntField(null=True)
@@ -312,6 +324,8 @@ class ConcurrencyGroup(Model):
 class PipelineRecord(Model):
     """A pipeline name seen once: its ``id`` (API ``pipeline_id``) never changes."""
 
+    _no_comments = True
+
     id = fields.IntField(primary_key=True)
     name = fields.CharField(max_length=80, unique=True)
     first_seen_at = fields.DatetimeField(auto_now_add=True)
@@ -326,6 +340,8 @@ class PipelineRecord(Model):
 class SlackClaim(Model):
     """A Slack action taken once service-wide: the first insert of its key wins."""
 
+    _no_comments = True
+
     # e.g. ``rerun:{run}:{user}`` (bot/rerun.py); single-line docstring: it is
     # the table comment, and multi-line comments break SQLite's DDL.
 
@@ -339,6 +355,8 @@ class SlackClaim(Model):
 
 class HomeViewer(Model):
     """Someone who has opened the app's Home tab: their Home is republished on changes."""
+
+    _no_comments = True
 
     user_id = fields.CharField(max_length=64, primary_key=True)
     opened_at = fields.DatetimeField()

@@ -160,7 +160,9 @@ async def test_a_dead_replicas_local_step_fails_interrupted_and_its_process_is_k
         run = await a.engine.start_run(RunRequest("long", {}, ADMIN))
         step = await eventually(lambda: step_row(run.id), lambda s: s.external_id is not None)
         pid = int(step.external_id or 0)
-        async with replica(opened, pipelines_dir, 4002) as b:
+        # As if a were gone: it stops renewing, and its engine cannot store the
+        # step's end (a dead process stores nothing) while b takes over.
+        async with a.engine._locks.hold(run.id), replica(opened, pipelines_dir, 4002) as b:
             a.keeper._stopping = True  # a stops renewing: the lease runs out
             await a.keeper.stop()
             ended = await b.engine.wait_finished(run.id, timeout=15)
@@ -181,7 +183,7 @@ async def test_a_dead_replicas_step_whose_pid_was_never_stored_is_found_and_kill
         step = await eventually(lambda: step_row(run.id), lambda s: s.external_id is not None)
         pid = int(step.external_id or 0)
         await StepRun.filter(id=step.id).update(external_id=None)  # as if it died first
-        async with replica(opened, pipelines_dir, 4002) as b:
+        async with a.engine._locks.hold(run.id), replica(opened, pipelines_dir, 4002) as b:
             a.keeper._stopping = True
             await a.keeper.stop()
             ended = await b.engine.wait_finished(run.id, timeout=15)
