@@ -23,6 +23,7 @@ from tortoise.exceptions import IntegrityError
 
 from bot.home_views import HomeApproval, HomeData, HomePipeline, HomeRun, home_view
 from bot.outcomes import Failure
+from bot.recent import Recent
 from engine.events import (
     ApprovalDecided,
     ApprovalRequested,
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 
 HOME_PUBLISH = "home_publish"
 RECENT_RUNS = 10
+# Permalinks kept in memory (the most recently used; others are asked for again).
+LINKS_KEPT = 1000
 # A pipeline without a ``channel`` posts in the person's DM: never one of its
 # ``allowed_channels``, so this stands for it in the permission check.
 DIRECT_MESSAGE = "direct-message"
@@ -87,7 +90,7 @@ class HomePublisher:
     def __init__(self, client: AsyncWebClient, engine: Engine) -> None:
         self.client = client
         self.engine = engine
-        self._links: dict[tuple[str, str], str] = {}
+        self._links: Recent[tuple[str, str], str] = Recent(LINKS_KEPT)
 
     def runnable(self, user: str) -> list[HomePipeline]:
         catalog = self.engine.source.catalog()
@@ -108,7 +111,7 @@ class HomePublisher:
                 log.info("no permalink for %s/%s: %s", channel, ts, err.response.get("error"))
                 return None
             known = str(res["permalink"])
-            self._links[(channel, ts)] = known  # a message's link never changes
+            self._links.put((channel, ts), known)  # a message's link never changes
         return known
 
     async def data(self, user: str) -> HomeData:

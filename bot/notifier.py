@@ -55,6 +55,7 @@ from bot.outcomes import (
     names_row,
     transport_failure,
 )
+from bot.recent import Recent
 from storage.leases import claim_lease, release_lease, spend_lease_token
 from storage.models import OutboxMessage, Run, StepRun
 from storage.runs import now, set_thread
@@ -62,6 +63,8 @@ from storage.runs import now, set_thread
 log = logging.getLogger(__name__)
 
 PICK_WINDOW = 500
+# Runs whose Slack thread is kept in memory (the most recently used; others are read again).
+THREADS_KEPT = 1000
 LOOKUP_PAGES = 5
 
 
@@ -162,7 +165,8 @@ class Notifier:
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._wakes: dict[str, asyncio.Event] = {}
         self._wake = asyncio.Event()
-        self._threads: dict[int, tuple[str, str]] = {}
+        # Runs' threads, as (channel, ts): the recent ones; any other is read again.
+        self._threads: Recent[int, tuple[str, str]] = Recent(THREADS_KEPT)
         self._main: asyncio.Task[None] | None = None
         self._stopping = False
         # Renders and publishes a person's App Home (``home_publish`` rows).
@@ -295,7 +299,7 @@ class Notifier:
         if not rows or not rows[0][1]:
             return None
         thread = (str(rows[0][0]), str(rows[0][1]))
-        self._threads[run_id] = thread
+        self._threads.put(run_id, thread)
         return thread
 
     # ---- sending one row ----------------------------------------------------
@@ -391,7 +395,7 @@ class Notifier:
     async def _delivered(self, row: OutboxMessage, ts: str | None, channel: str) -> None:
         if row.kind == ROOT_POST and ts and row.run_id is not None:
             await set_thread(row.run_id, channel, ts)
-            self._threads.pop(row.run_id, None)
+            self._threads.pop(row.run_id)
         await _settle(row, "sent", ts, None)
 
     async def _failed(

@@ -209,3 +209,37 @@ async def test_cancel_while_waiting_for_approval(
         final = await core.engine.wait_finished(run.id, timeout=20)
     assert final.status == RunStatus.CANCELLED
     assert [s.status for s in final.steps] == ["success", "cancelled", "skipped"]
+
+
+async def test_a_gate_that_ends_early_leaves_no_timer_behind(
+    database_url: str, pipelines_dir: Path, tmp_path: Path
+) -> None:
+    """Approved, rejected or cancelled before its timeout: the gate's timer goes with it."""
+    write_pipeline(pipelines_dir, "gated", gated(tmp_path, timeout="timeout: 3600"))
+    async with engine_on(database_url, pipelines_dir) as core:
+        runs = [
+            await core.engine.start_run(RunRequest("gated", {}, STARTER, source="api"))
+            for _ in range(3)
+        ]
+        for run in runs:
+            await waiting(core, run.id)
+        assert core.approvals.armed == 3
+        approved, rejected, cancelled = (run.id for run in runs)
+        await decide(core.engine, approved, Actor("U_A"), APPROVE)
+        await decide(core.engine, rejected, Actor("U_A"), REJECT)
+        await core.engine.cancel_run(cancelled, Actor("U_B"))
+        ended = [
+            await core.engine.wait_finished(i, timeout=20) for i in (approved, rejected, cancelled)
+        ]
+        armed = core.approvals.armed
+        gates = {
+            a.run_id: a.outcome for a in await Approval.filter(run_id__in=[r.id for r in runs])
+        }
+    assert [run.status for run in ended] == [
+        RunStatus.SUCCESS,
+        RunStatus.FAILED,
+        RunStatus.CANCELLED,
+    ]
+    assert armed == 0
+    # The cancelled gate stays undecided: no timer is left to mark it timed out later.
+    assert gates == {approved: Outcome.APPROVED, rejected: Outcome.REJECTED, cancelled: None}

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from tortoise.exceptions import IntegrityError
 from tortoise.transactions import in_transaction
 
 from engine.approvals import Outcome, settle
-from engine.events import ApprovalRequested, EventBus
+from engine.events import ApprovalRequested, Event, EventBus, RunFinished, StepFinished
 from engine.executors.base import StepContext, StepOutcome
 from engine.pipelines import ApprovalSpec
 from engine.snapshots import run_snapshot, step_snapshot
@@ -28,14 +29,31 @@ log = logging.getLogger(__name__)
 
 TIMED_OUT = "approval timed out"
 
+Finish = Callable[[StepOutcome], Awaitable[bool]]
+
 
 class ApprovalExecutor:
+    """Opens gates and times them out.
+
+    A gate with a timeout has one timer handle, keyed by its step: it holds
+    ids and the step's ``finish``, not the run, so a waiting run costs little.
+    The timer goes as soon as the step ends, however it ends (decided,
+    cancelled, timed out): an ended run leaves nothing armed behind.
+    """
+
     kind = "approval"
     started_status = StepStatus.WAITING_APPROVAL
 
     def __init__(self, bus: EventBus) -> None:
         self._bus = bus
-        self._timers: dict[int, asyncio.Task[None]] = {}
+        self._timers: dict[int, asyncio.TimerHandle] = {}
+        self._expiring: set[asyncio.Task[None]] = set()
+        bus.subscribe(self._on_event)
+
+    @property
+    def armed(self) -> int:
+        """How many gates have their timeout armed in this process."""
+        return len(self._timers)
 
     async def start(self, ctx: StepContext) -> None:
         spec = ctx.spec
@@ -87,31 +105,57 @@ class ApprovalExecutor:
         self._disarm(ctx.step_id)
         await ctx.finish(StepOutcome(StepStatus.CANCELLED, reason="cancelled"))
 
+    def _on_event(self, event: Event) -> None:
+        """After commit: a gate's step that ended needs its timer no more."""
+        if not self._timers:
+            return
+        if isinstance(event, StepFinished) and event.step is not None:
+            self._disarm(event.step.id)
+        elif isinstance(event, RunFinished):
+            for step in event.run.steps:
+                self._disarm(step.id)
+
     def _arm(self, ctx: StepContext, approval: Approval) -> None:
         if approval.expires_at is None:
             return
         self._disarm(ctx.step_id)
         delay = max(0.0, (approval.expires_at - store.now()).total_seconds())
-        self._timers[ctx.step_id] = asyncio.create_task(self._expire(ctx, approval, delay))
+        loop = asyncio.get_running_loop()
+        self._timers[ctx.step_id] = loop.call_later(
+            delay, self._fire, ctx.run_id, ctx.step_id, approval.id, ctx.finish
+        )
 
     def _disarm(self, step_id: int) -> None:
         timer = self._timers.pop(step_id, None)
-        if timer is not None and timer is not asyncio.current_task():
+        if timer is not None:
             timer.cancel()
 
-    async def _expire(self, ctx: StepContext, approval: Approval, delay: float) -> None:
-        await asyncio.sleep(delay)
-        self._timers.pop(ctx.step_id, None)
-        async with in_transaction() as conn:
-            won = await settle(approval, Outcome.TIMED_OUT, conn)
-        if won:
-            log.info("run %s: approval %s timed out", ctx.run_id, approval.id)
-            await ctx.finish(StepOutcome(StepStatus.FAILED, reason=TIMED_OUT))
+    def _fire(self, run_id: int, step_id: int, approval_id: int, finish: Finish) -> None:
+        self._timers.pop(step_id, None)
+        task = asyncio.create_task(self._expire(run_id, approval_id, finish))
+        self._expiring.add(task)
+        task.add_done_callback(self._expiring.discard)
+
+    async def _expire(self, run_id: int, approval_id: int, finish: Finish) -> None:
+        try:
+            async with in_transaction() as conn:
+                approval = await Approval.filter(id=approval_id).using_db(conn).first()
+                won = approval is not None and await settle(approval, Outcome.TIMED_OUT, conn)
+            if won:
+                log.info("run %s: approval %s timed out", run_id, approval_id)
+                await finish(StepOutcome(StepStatus.FAILED, reason=TIMED_OUT))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("run %s: could not time out approval %s", run_id, approval_id)
 
     async def shutdown(self) -> None:
-        for timer in list(self._timers.values()):
+        for timer in self._timers.values():
             timer.cancel()
-        for timer in list(self._timers.values()):
-            with contextlib.suppress(asyncio.CancelledError):
-                await timer
         self._timers.clear()
+        for task in list(self._expiring):
+            task.cancel()
+        for task in list(self._expiring):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._expiring.clear()
