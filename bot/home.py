@@ -23,7 +23,6 @@ from tortoise.exceptions import IntegrityError
 
 from bot.home_views import HomeApproval, HomeData, HomePipeline, HomeRun, home_view
 from bot.outcomes import Failure
-from bot.recent import Recent
 from engine.events import (
     ApprovalDecided,
     ApprovalRequested,
@@ -34,6 +33,7 @@ from engine.events import (
     StepFinished,
 )
 from engine.permissions import Actor, may_run
+from engine.recent import Recent
 from engine.runner import Engine
 from engine.snapshots import run_snapshot
 from engine.state import RUN_TERMINAL, RunStatus

@@ -55,7 +55,7 @@ from bot.outcomes import (
     names_row,
     transport_failure,
 )
-from bot.recent import Recent
+from engine.recent import Recent
 from storage.leases import claim_lease, release_lease, spend_lease_token
 from storage.models import OutboxMessage, Run, StepRun
 from storage.runs import now, set_thread

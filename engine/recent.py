@@ -1,4 +1,9 @@
-"""A small bounded map that forgets the least recently used entry first."""
+"""A small cache that keeps the most recently used entries and forgets the rest.
+
+For what may always be looked up again (a run's thread, a message's
+permalink, an ended run's pipeline): keeping every one would grow with every
+run the service ever saw.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,13 @@ V = TypeVar("V")
 
 class Recent(Generic[K, V]):
     def __init__(self, size: int) -> None:
-        self._size = size
+        if size < 1:
+            raise ValueError("a Recent cache keeps at least one entry")
+        self.size = size
         self._items: OrderedDict[K, V] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
 
     def get(self, key: K) -> V | None:
         value = self._items.get(key)
@@ -23,8 +33,8 @@ class Recent(Generic[K, V]):
     def put(self, key: K, value: V) -> None:
         self._items[key] = value
         self._items.move_to_end(key)
-        while len(self._items) > self._size:
+        while len(self._items) > self.size:
             self._items.popitem(last=False)
 
-    def __len__(self) -> int:
-        return len(self._items)
+    def pop(self, key: K) -> V | None:
+        return self._items.pop(key, None)

@@ -57,6 +57,3 @@ class RunLocks:
             entry.users -= 1
             if entry.users == 0:
                 del self._entries[run_id]
-
-    def forget(self, run_id: int) -> None:
-        """Kept for callers: a lock nobody holds or waits for is already gone."""

@@ -673,7 +673,7 @@ class Engine:
             ended = self._pinned.pop(event.run.id, None)
             if ended is not None:
                 self._recent.put(event.run.id, ended)  # a client reads it once more
-            self._locks.forget(event.run.id)
+            self._stale.discard(event.run.id)
 
     async def close(self) -> None:
         for task in list(self._tasks):

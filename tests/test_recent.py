@@ -1,10 +1,10 @@
-"""``bot.recent.Recent``: keeps the most recently used entries, forgets the oldest."""
+"""``engine.recent.Recent``: keeps the most recently used entries, forgets the oldest."""
 
 from __future__ import annotations
 
 import pytest
 
-from bot.recent import Recent
+from engine.recent import Recent
 
 
 def test_the_least_recently_used_entry_goes_first() -> None:
