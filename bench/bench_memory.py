@@ -30,6 +30,7 @@ from bench.serve_proc import (
     ADMIN,
     DONE,
     bearer,
+    count_runs,
     machine_note,
     post_quick,
     postgres_url,
@@ -73,20 +74,6 @@ def mb(kb: float) -> str:
     return f"{kb / 1024:.1f} MB"
 
 
-async def _count(
-    http: aiohttp.ClientSession, url: str, headers: dict[str, str], status: str
-) -> int:
-    async with http.get(
-        f"{url}/api/v1/cicd/executions/",
-        params={"pipeline": "quick", "status": status, "page_size": "1"},
-        headers=headers,
-    ) as resp:
-        body = await resp.json()
-        if resp.status != 200:
-            raise RuntimeError(f"list answered {resp.status}: {body}")
-        return int(body["count"])
-
-
 async def _until(
     http: aiohttp.ClientSession,
     url: str,
@@ -99,7 +86,7 @@ async def _until(
     while time.monotonic() - began < DEADLINE:
         seen = 0
         for status in statuses:
-            seen += await _count(http, url, headers, status)
+            seen += await count_runs(http, url, headers, status)
         if seen >= wanted:
             return
         await asyncio.sleep(WATCH_EVERY)

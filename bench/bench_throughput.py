@@ -21,6 +21,7 @@ import aiohttp
 
 from bench.serve_proc import (
     bearer,
+    count_runs,
     machine_note,
     ms,
     percentile,
@@ -34,18 +35,6 @@ RUNS = 200
 CLIENTS = 20
 WATCH_EVERY = 0.05
 DEADLINE = 300.0
-
-
-async def _count(
-    http: aiohttp.ClientSession, url: str, headers: dict[str, str], status: str
-) -> int:
-    async with http.get(
-        f"{url}/api/v1/cicd/executions/",
-        params={"pipeline": "quick", "status": status, "page_size": "1"},
-        headers=headers,
-    ) as resp:
-        body = await resp.json()
-        return int(body["count"])
 
 
 async def load(urls: list[str], label: str) -> None:
@@ -65,9 +54,9 @@ async def load(urls: list[str], label: str) -> None:
         posted = time.perf_counter() - began
         done = ok = 0
         while time.perf_counter() - began < DEADLINE:
-            ok = await _count(http, urls[0], headers, "success")
-            failed = await _count(http, urls[0], headers, "failed")
-            cancelled = await _count(http, urls[0], headers, "cancelled")
+            ok = await count_runs(http, urls[0], headers, "success")
+            failed = await count_runs(http, urls[0], headers, "failed")
+            cancelled = await count_runs(http, urls[0], headers, "cancelled")
             done = ok + failed + cancelled
             if done >= RUNS:
                 break

@@ -153,3 +153,18 @@ async def post_quick(
         if resp.status != 201:
             raise RuntimeError(f"POST answered {resp.status}: {body}")
     return body
+
+
+async def count_runs(
+    http: aiohttp.ClientSession, url: str, headers: dict[str, str], status: str
+) -> int:
+    """How many runs of the ``quick`` pipeline have ``status`` (one list request)."""
+    async with http.get(
+        f"{url}/api/v1/cicd/executions/",
+        params={"pipeline": "quick", "status": status, "page_size": "1"},
+        headers=headers,
+    ) as resp:
+        body = await resp.json()
+        if resp.status != 200:
+            raise RuntimeError(f"list answered {resp.status}: {body}")
+        return int(body["count"])
