@@ -48,9 +48,31 @@ def redact(url: str) -> str:
     return url
 
 
+async def keep_session(connection: Any) -> None:
+    """How a pooled PostgreSQL connection is reset when a query gives it back: not at all.
+
+    asyncpg's default resets every session on release (advisory locks,
+    cursors, ``LISTEN``, settings: one more round trip per query), and we use
+    none of those on pooled connections (the replicas' ``LISTEN`` has its own).
+    asyncpg still rolls back a transaction left open before this is called.
+    """
+
+
+def connection_config(url: str) -> str | dict[str, Any]:
+    """The ``default`` connection as Tortoise takes it."""
+    normalised = normalise_url(url)
+    if not normalised.startswith(("postgres://", "asyncpg://")):
+        return normalised
+    from tortoise.backends.base.config_generator import expand_db_url
+
+    expanded: dict[str, Any] = expand_db_url(normalised)
+    expanded["credentials"]["reset"] = keep_session
+    return expanded
+
+
 def tortoise_config(url: str) -> dict[str, Any]:
     return {
-        "connections": {"default": normalise_url(url)},
+        "connections": {"default": connection_config(url)},
         "apps": {
             "models": {
                 "models": [MODELS_MODULE],
