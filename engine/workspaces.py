@@ -73,6 +73,14 @@ class Workspaces:
                 path.mkdir(mode=0o700)
         return path
 
+    async def ready(self, run_id: int) -> Path:
+        """:meth:`ensure` with the first ``mkdir`` in a thread (it can take a
+        millisecond on a slow file system, and the event loop would wait)."""
+        path = self.path_of(run_id)
+        if path.is_dir():
+            return path
+        return await asyncio.to_thread(self.ensure, run_id)
+
     # -- cleaning up -------------------------------------------------------------
 
     def start(self) -> None:

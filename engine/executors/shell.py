@@ -169,7 +169,7 @@ class ShellExecutor:
         if self.workspaces is not None:
             self.workspaces.start()
             try:
-                workdir = self.workspaces.ensure(ctx.run_id)
+                workdir = await self.workspaces.ready(ctx.run_id)
             except OSError as exc:
                 reason = f"could not create the run's workspace: {exc}"
                 await ctx.finish(StepOutcome(StepStatus.FAILED, reason=reason))
