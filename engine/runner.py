@@ -156,6 +156,9 @@ class Engine:
             raise NotAllowed(refusal)
         parameters = resolve_parameters(pipeline, request.parameters)
         await self._check_tools(pipeline, request.cicd_tool_id)
+        # Without a concurrency group to ask, the run is created running (one
+        # statement fewer than pending, then running).
+        started_at = store.now() if pipeline.concurrency is None else None
         async with AsyncExitStack() as held:
             async with in_transaction() as conn:
                 run, steps = await store.create_run(
@@ -171,13 +174,15 @@ class Engine:
                     owner=self.replica.id,
                     conn=conn,
                     rerun_of=request.rerun_of,
+                    started_at=started_at,
                 )
                 if request.on_created is not None:
                     await request.on_created(run.id, conn)
                 self._pinned[run.id] = pipeline
                 await held.enter_async_context(self._locks.hold(run.id))
                 first = Round(conn)
-                if pipeline.concurrency is None:
+                if started_at is not None:
+                    await first.announce(self.bus, RunStarted(run=run_snapshot(run, steps)))
                     await self._apply(run, steps, self._plan(run, steps), first)
             await self._committed(run.id, first)
             latest = await self._drive_locked(run.id, (run, steps))

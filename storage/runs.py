@@ -36,13 +36,19 @@ async def create_run(
     conn: BaseDBAsyncClient,
     owner: str | None = None,
     rerun_of: int | None = None,
+    started_at: datetime | None = None,
 ) -> tuple[Run, list[StepRun]]:
-    """Create a pending run and its pending steps (``(path, name, kind)``) in ``conn``."""
+    """Create a run and its pending steps (``(path, name, kind)``) in ``conn``.
+
+    The run is pending, or already running from ``started_at`` when its creator
+    starts it in the same transaction (a new row: no one else can have moved it).
+    """
     run = Run(
         pipeline=pipeline,
         definition=definition,
         parameters=parameters,
-        status="pending",
+        status="pending" if started_at is None else "running",
+        started_at=started_at,
         trigger_type=trigger_type,
         triggered_by=triggered_by,
         source=source,
