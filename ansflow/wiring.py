@@ -39,7 +39,7 @@ class Core:
         if self.signals is not None:
             self.replica.signals = self.signals
             self.signals.on_cancel = self.engine.drive
-            self.bus.subscribe_in_tx(self.signals.on_local_event)
+            self.bus.subscribe_in_tx_batch(self.signals.on_local_events)
             self.signals.start()
             await self.signals.wait_listening(timeout=5.0)
         await self.keeper.start()

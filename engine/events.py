@@ -12,7 +12,7 @@ Two kinds of subscribers (ARCHITECTURE.md decisions 4 and 7):
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -162,19 +162,26 @@ _EVENT_NAMES: dict[type[Event], str] = {
 }
 
 InTxHandler = Callable[[Event, Any], Awaitable[None]]
+# Given every event of one transaction at once, just before it commits.
+InTxBatchHandler = Callable[[Sequence[Event], Any], Awaitable[None]]
 AfterCommitHandler = Callable[[Event], Awaitable[None] | None]
 
 
 class EventBus:
     def __init__(self) -> None:
         self._in_tx: list[InTxHandler] = []
+        self._in_tx_batch: list[InTxBatchHandler] = []
         self._after_commit: list[AfterCommitHandler] = []
 
     def subscribe_in_tx(self, handler: InTxHandler) -> None:
         self._in_tx.append(handler)
 
+    def subscribe_in_tx_batch(self, handler: InTxBatchHandler) -> None:
+        """A subscriber that takes a transaction's events together (one notice, not one each)."""
+        self._in_tx_batch.append(handler)
+
     def has_in_tx(self) -> bool:
-        return bool(self._in_tx)
+        return bool(self._in_tx or self._in_tx_batch)
 
     def subscribe(self, handler: AfterCommitHandler) -> None:
         self._after_commit.append(handler)
@@ -185,8 +192,17 @@ class EventBus:
 
     async def publish_in_tx(self, event: Event, connection: Any) -> None:
         """Errors propagate: the transaction is rolled back with the change."""
-        for handler in self._in_tx:
-            await handler(event, connection)
+        await self.publish_all_in_tx([event], connection)
+
+    async def publish_all_in_tx(self, events: Sequence[Event], connection: Any) -> None:
+        """Every event of one transaction, in order, inside it (errors roll it back)."""
+        if not events:
+            return
+        for event in events:
+            for handler in self._in_tx:
+                await handler(event, connection)
+        for batch in self._in_tx_batch:
+            await batch(events, connection)
 
     async def publish(self, event: Event) -> None:
         for handler in list(self._after_commit):

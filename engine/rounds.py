@@ -4,14 +4,19 @@ A round holds every compare-and-set the plan asked for at one moment (a
 step's end and the next step's start, say), so a step boundary costs one
 commit. What the round decided to announce or to do (start a process,
 trigger a build, stop a step) waits in the round until the transaction has
-committed: nothing is announced or done that is not stored.
+committed: nothing is announced or done that is not stored. In-transaction
+subscribers (the Slack outbox, the replicas' notice) get the round's events
+together as its writes end, inside the transaction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
+
+from tortoise.transactions import in_transaction
 
 from engine.events import Event, EventBus
 
@@ -23,9 +28,13 @@ class Round:
     acts: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
 
     async def announce(self, bus: EventBus, event: Event) -> None:
-        """In-transaction subscribers now (outbox rows commit with the change); the rest after."""
-        await bus.publish_in_tx(event, self.conn)
+        """Told to in-transaction subscribers when the round is sealed (outbox rows and
+        the replicas' notice commit with the change), to the rest after the commit."""
         self.events.append(event)
+
+    async def seal(self, bus: EventBus) -> None:
+        """The round's writes are done: in-transaction subscribers get its events."""
+        await bus.publish_all_in_tx(self.events, self.conn)
 
     def then(self, act: Callable[[], Awaitable[Any]]) -> None:
         self.acts.append(act)
@@ -36,3 +45,12 @@ class Round:
             await bus.publish(event)
         for act in self.acts:
             await act()
+
+
+@asynccontextmanager
+async def round_of(bus: EventBus) -> AsyncIterator[Round]:
+    """A transaction for one round; sealed as its body ends, rolled back if it raises."""
+    async with in_transaction() as conn:
+        now = Round(conn)
+        yield now
+        await now.seal(bus)

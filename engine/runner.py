@@ -44,7 +44,7 @@ from engine.pipelines import JenkinsSpec, Pipeline
 from engine.plan import Plan, StepView, plan
 from engine.recent import Recent
 from engine.replica import ReplicaRef
-from engine.rounds import Round
+from engine.rounds import Round, round_of
 from engine.runlock import RunLocks
 from engine.snapshots import run_snapshot, step_snapshot
 from engine.state import RUN_TERMINAL, STEP_ACTIVE, RunStatus, StepStatus
@@ -160,7 +160,8 @@ class Engine:
         # statement fewer than pending, then running).
         started_at = store.now() if pipeline.concurrency is None else None
         async with AsyncExitStack() as held:
-            async with in_transaction() as conn:
+            async with round_of(self.bus) as first:
+                conn = first.conn
                 run, steps = await store.create_run(
                     pipeline=pipeline.name,
                     definition=pipeline.model_dump(mode="json"),
@@ -180,7 +181,6 @@ class Engine:
                     await request.on_created(run.id, conn)
                 self._pinned[run.id] = pipeline
                 await held.enter_async_context(self._locks.hold(run.id))
-                first = Round(conn)
                 if started_at is not None:
                     await first.announce(self.bus, RunStarted(run=run_snapshot(run, steps)))
                     await self._apply(run, steps, self._plan(run, steps), first)
@@ -286,8 +286,7 @@ class Engine:
                 if decided is None:
                     return None if run_id in self._stale else loaded
             changed = False
-            async with in_transaction() as conn:
-                now = Round(conn)
+            async with round_of(self.bus) as now:
                 if opening is not None:
                     if not await opening(now):
                         return loaded
@@ -554,8 +553,7 @@ class Engine:
             if not took:
                 # Inside this run's own drive: end it alone; the drive plans on from the
                 # stored rows, since the ones it holds are now out of date.
-                async with in_transaction() as conn:
-                    alone = Round(conn)
+                async with round_of(self.bus) as alone:
                     won = await self._end_step(run, steps, step, outcome, alone)
                 await self._committed(run_id, alone)
                 self._stale.add(run_id)

@@ -18,12 +18,12 @@ import asyncio
 import json
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from engine.events import Event, StepLog
 from engine.replica import ReplicaRef
-from storage.notify import Listener, notify
+from storage.notify import Listener, notify, notify_all
 from storage.outage import is_database_outage
 
 log = logging.getLogger(__name__)
@@ -100,21 +100,24 @@ class PgSignals:
     async def event(self, run_id: int, event_type: str, step_id: int | None) -> None:
         await self._send(encode_event(self.replica.id, run_id, event_type, step_id))
 
-    async def on_local_event(self, event: Event, conn: Any) -> None:
-        """In-transaction bus subscriber: tell the other replicas of status changes.
+    async def on_local_events(self, events: Sequence[Event], conn: Any) -> None:
+        """In-transaction subscriber: tell the other replicas of a round's status changes.
 
-        The notice rides in the change's own transaction, so it costs no commit
-        of its own, and it is delivered only if the change commits. Live log
-        lines stay local: other replicas read a running step's output from its
-        row, which the step's own replica flushes every second.
+        The notices ride in the change's own transaction, in one statement, so
+        they cost no commit or round trip of their own, and they are delivered
+        (in order) only if the change commits. Live log lines stay local: other
+        replicas read a running step's output from its row, which the step's
+        own replica flushes every second.
         """
-        if isinstance(event, StepLog):
-            return
-        step = getattr(event, "step", None)
-        step_id = step.id if step is not None else None
-        await notify(
-            CHANNEL, encode_event(self.replica.id, event.run.id, event.type, step_id), conn
-        )
+        payloads = []
+        for event in events:
+            if isinstance(event, StepLog):
+                continue
+            step = getattr(event, "step", None)
+            step_id = step.id if step is not None else None
+            payloads.append(encode_event(self.replica.id, event.run.id, event.type, step_id))
+        if payloads:
+            await notify_all(CHANNEL, payloads, conn)
 
     async def _send(self, payload: str) -> None:
         try:

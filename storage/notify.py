@@ -21,6 +21,7 @@ from tortoise import connections
 log = logging.getLogger(__name__)
 
 MAX_PAYLOAD = 7900
+NOTIFY_CHUNK = 50  # notices per statement
 RECONNECT_BASE = 0.5
 RECONNECT_CAP = 10.0
 
@@ -41,6 +42,16 @@ async def notify(channel: str, payload: str, conn: Any = None) -> None:
         raise ValueError("NOTIFY payload too large")
     client = conn if conn is not None else connections.get("default")
     await client.execute_query("SELECT pg_notify($1, $2)", [channel, payload])
+
+
+async def notify_all(channel: str, payloads: list[str], conn: Any) -> None:
+    """Send each payload, in order, in as few statements as it takes (one for a round)."""
+    for start in range(0, len(payloads), NOTIFY_CHUNK):
+        chunk = payloads[start : start + NOTIFY_CHUNK]
+        if any(len(p.encode()) > MAX_PAYLOAD for p in chunk):
+            raise ValueError("NOTIFY payload too large")
+        calls = ", ".join(f"pg_notify($1, ${i + 2})" for i in range(len(chunk)))
+        await conn.execute_query(f"SELECT {calls}", [channel, *chunk])
 
 
 class Listener:
