@@ -127,8 +127,14 @@ async def test_a_double_click_starts_one_run(slack: SlackHarness) -> None:
     assert [status for status, _ in answers] == [200] * 5
     refusals = [await private_reply(slack, ALICE, n) for n in range(1, 5)]
     assert all("Rerun" in r or "already reran" in r for r in refusals), refusals
+
+    async def reruns() -> int:
+        return await Run.filter(rerun_of=first.id).count()
+
+    # The press that won starts its run after Slack's ack, while the others are refused.
+    await eventually(reruns, ready=lambda n: n >= 1, timeout=10)
     await slack.server.core.engine.run_until_idle()
-    assert await Run.filter(rerun_of=first.id).count() == 1
+    assert await reruns() == 1
 
 
 async def test_rerun_of_a_pipeline_removed_meanwhile(
