@@ -38,6 +38,7 @@ class LeaseKeeper:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._ticking = False
+        self._renewed_at: float | None = None  # monotonic time of the last renewal
         self.sweeps = 0
 
     async def start(self) -> None:
@@ -51,7 +52,8 @@ class LeaseKeeper:
             exclusive=self.exclusive,
         )
         # Freshly registered: dead owners are dead, not late (no outage of ours).
-        self.replica.connected_since = time.monotonic() - self.replica.lease_seconds
+        self._renewed_at = time.monotonic()
+        self.replica.connected_since = self._renewed_at - self.replica.lease_seconds
         recovered = await sweep(self.engine)
         if recovered:
             log.info("took over %s unfinished item(s) of stopped replicas", recovered)
@@ -60,7 +62,12 @@ class LeaseKeeper:
     async def _loop(self) -> None:
         failures = 0
         while not self._stopping:
-            await asyncio.sleep(self.interval if failures == 0 else min(5.0, 0.5 * failures))
+            # Retrying after a failure never waits longer than a renewal would: a
+            # replica back from an outage must renew (and store the outcomes it
+            # kept) before the others, who wait one lease, may adopt its work.
+            await asyncio.sleep(
+                self.interval if failures == 0 else min(self.interval, 0.5 * failures)
+            )
             if self._stopping:
                 return
             try:
@@ -94,9 +101,16 @@ class LeaseKeeper:
                 self.replica.lease_seconds,
                 exclusive=False,
             )
-        if self.replica.connected_since is None:
+        now = time.monotonic()
+        stalled = (
+            self._renewed_at is not None and now - self._renewed_at > self.replica.lease_seconds
+        )
+        self._renewed_at = now
+        if self.replica.connected_since is None or stalled:
+            # Back after an outage, or after renewals that hung for longer than a
+            # lease: the owners that look dead may only be late too. Wait a lease.
             log.info("database reachable again")
-            self.replica.connected_since = time.monotonic()
+            self.replica.connected_since = now
         if len(self.engine.outcomes):
             written = await self.engine.write_pending_outcomes()
             log.info("stored %s step outcome(s) kept during the outage", written)
