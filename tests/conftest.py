@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from storage.db import close_db, open_db
+from tests.fakes.slack import FakeSlack
 from tests.pg_server import ThrowawayPostgres
 
 
@@ -66,3 +67,10 @@ def pipelines_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "pipelines"
     folder.mkdir()
     return folder
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeSlack]:
+    """A fresh fake Slack Web API on 127.0.0.1 (tests/fakes/slack.py)."""
+    async with FakeSlack() as server:
+        yield server

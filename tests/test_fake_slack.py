@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
@@ -14,12 +13,6 @@ from slack_sdk.web.async_client import AsyncWebClient
 from tests.fakes.slack import FakeSlack
 
 CHANNEL = "C0000000042"
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeSlack]:
-    async with FakeSlack() as server:
-        yield server
 
 
 @pytest.fixture

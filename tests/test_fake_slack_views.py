@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -13,12 +12,6 @@ from slack_sdk.web.async_client import AsyncWebClient
 from tests.fakes.slack import FakeSlack
 
 CHANNEL = "C0000000042"
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeSlack]:
-    async with FakeSlack() as server:
-        yield server
 
 
 @pytest.fixture

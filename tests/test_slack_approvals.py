@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from bot.views import APPROVE_ACTION_ID, CANCEL_ACTION_ID, REJECT_ACTION_ID
 from engine.state import RunStatus, StepStatus
@@ -36,12 +33,6 @@ steps:
   - name: Deploy
     run: echo deployed >> {marker}
 """
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeSlack]:
-    async with FakeSlack() as server:
-        yield server
 
 
 async def start(slack: SlackHarness, text: str = "run gated version=2.0") -> Run:

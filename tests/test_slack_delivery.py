@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from storage.db import close_db, open_db
 from storage.models import OutboxMessage, Run
@@ -26,12 +23,6 @@ steps:
     run: echo built
 """
 CHANNELS = ["C0STORM001", "C0STORM002", "C0STORM003", "C0STORM004"]
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeSlack]:
-    async with FakeSlack() as server:
-        yield server
 
 
 def posted_rows(fake: FakeSlack) -> Counter[int]:

@@ -59,12 +59,6 @@ MANY = (
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeSlack]:
-    async with FakeSlack() as server:
-        yield server
-
-
-@pytest.fixture
 async def slack(
     sqlite_url: str, pipelines_dir: Path, fake: FakeSlack
 ) -> AsyncIterator[SlackHarness]:

@@ -45,12 +45,6 @@ steps:
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeSlack]:
-    async with FakeSlack() as server:
-        yield server
-
-
-@pytest.fixture
 async def slack(
     sqlite_url: str, pipelines_dir: Path, fake: FakeSlack
 ) -> AsyncIterator[SlackHarness]:

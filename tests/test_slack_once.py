@@ -49,12 +49,6 @@ DOWN = "The service cannot reach its database right now; try again shortly."
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeSlack]:
-    async with FakeSlack() as server:
-        yield server
-
-
-@pytest.fixture
 async def slack(
     database_url: str, pipelines_dir: Path, fake: FakeSlack
 ) -> AsyncIterator[SlackHarness]:

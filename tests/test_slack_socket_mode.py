@@ -100,12 +100,6 @@ def socket_env(fake: FakeSlack) -> dict[str, str]:
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeSlack]:
-    async with FakeSlack() as server:
-        yield server
-
-
-@pytest.fixture
 async def socket(fake: FakeSlack) -> AsyncIterator[FakeSocketMode]:
     async with FakeSocketMode() as server:
         fake.ws_url = server.url

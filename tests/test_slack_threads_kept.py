@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
-
-import pytest
 
 from bot.setup import SLACK_BOT
 from storage.models import OutboxMessage
@@ -20,12 +17,6 @@ steps:
     run: echo built
 """
 RUNS = 6
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeSlack]:
-    async with FakeSlack() as server:
-        yield server
 
 
 async def test_threads_kept_are_bounded_and_replies_stay_in_their_run_thread(

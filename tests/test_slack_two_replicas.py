@@ -39,12 +39,6 @@ steps:
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeSlack]:
-    async with FakeSlack() as server:
-        yield server
-
-
-@pytest.fixture
 async def pg_db(pg_server: ThrowawayPostgres) -> AsyncIterator[str]:
     name = f"t_{uuid.uuid4().hex[:12]}"
     url = await pg_server.acreate_database(name)
