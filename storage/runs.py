@@ -101,6 +101,8 @@ async def set_run_status(
     """Move ``run`` to ``proposed`` if its stored status is one of ``sources``; update ``run``."""
     changes: dict[str, Any] = {"status": proposed, **fields}
     guard = list(sources)
+    if not guard:
+        return False  # no status it may move from: nothing can win
     count = await sql.update(conn, Run, changes, _status_guard(guard), [run.id, *guard])
     if count:
         for key, value in changes.items():
@@ -118,6 +120,8 @@ async def set_step_status(
     """Move ``step`` to ``proposed`` if its stored status is one of ``sources``."""
     changes: dict[str, Any] = {"status": proposed, **fields}
     guard = list(sources)
+    if not guard:
+        return False  # no status it may move from: nothing can win
     count = await sql.update(conn, StepRun, changes, _status_guard(guard), [step.id, *guard])
     if count:
         for key, value in changes.items():
@@ -145,6 +149,8 @@ async def request_cancel(
     """Mark an active run as cancelling, once: the second request finds it marked."""
     stamp = now()
     guard = list(active)
+    if not guard:
+        return False
     where = _status_guard(guard) + ' AND "cancel_requested_at" IS NULL'
     changes = {"cancel_requested_at": stamp, "cancel_requested_by": by}
     count = await sql.update(conn, Run, changes, where, [run.id, *guard])

@@ -130,3 +130,17 @@ async def test_stale_copies_lose_the_compare_and_set(
         stored = await Run.get(id=second.id)
         assert (stored.status, stored.reason) == ("failed", "first")
         assert (stored.cancel_requested_at, stored.cancel_requested_by) == (None, None)
+
+
+async def test_a_move_with_no_allowed_source_changes_nothing(
+    database_url: str, pipelines_dir: Path
+) -> None:
+    # E.g. "end this step if it is still pending" asked for a status a pending step
+    # may not move to: no status may be the source, so it loses without a query error.
+    write_pipeline(pipelines_dir, "gated", GATED)
+    async with engine_on(database_url, pipelines_dir):
+        run = await Run.create(pipeline="gated", definition={}, parameters={}, status="pending")
+        step = await StepRun.create(run_id=run.id, path="0", position=0, name="gate", kind="run")
+        conn = connections.get("default")
+        assert not await move_step(step, StepStatus.SUCCESS, conn, expected=[StepStatus.PENDING])
+        assert (await StepRun.get(id=step.id)).status == StepStatus.PENDING
