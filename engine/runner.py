@@ -54,6 +54,9 @@ from storage.leases import adopt_step
 from storage.models import CICDTool, Run, StepRun
 from storage.outage import is_database_outage
 
+# A step's end, written first in a round, given the rows read in that round.
+Opening = Callable[[Round, Run, list[StepRun]], Awaitable[bool]]
+
 log = logging.getLogger(__name__)
 
 MAX_DRIVE_ROUNDS = 1000
@@ -262,39 +265,40 @@ class Engine:
         self,
         run_id: int,
         loaded: tuple[Run, list[StepRun]] | None,
-        opening: Callable[[Round], Awaitable[bool]] | None = None,
+        opening: Opening | None = None,
     ) -> tuple[Run, list[StepRun]] | None:
         """Plan and apply until nothing changes. ``loaded`` spares the first read.
 
         ``opening`` (a step's end) is written in the first round's transaction,
-        with what the plan then decides; if it loses, nothing is driven.
+        with what the plan then decides; if it loses, nothing is driven. Without
+        ``loaded`` that round reads the rows itself, inside its transaction.
 
         Returns the rows as they stand at the end (None when they may be stale).
         The objects are updated in place by each won compare-and-set; a lost one,
         or a step ended inside this drive, marks them stale and they are read again.
         """
         for _ in range(MAX_DRIVE_ROUNDS):
-            if loaded is None or run_id in self._stale:
-                self._stale.discard(run_id)
-                loaded = await store.read_run_and_steps(run_id)
-                if loaded is None:
-                    return None
-            run, steps = loaded
             decided: Plan | None = None
             if opening is None:
-                decided = await self._decide(run, steps)
+                loaded = await self._fresh(run_id, loaded)
+                if loaded is None:
+                    return None
+                decided = await self._decide(*loaded)
                 if decided is None:
                     return None if run_id in self._stale else loaded
             changed = False
             async with round_of(self.bus) as now:
                 if opening is not None:
-                    if not await opening(now):
+                    loaded = await self._fresh(run_id, loaded, now.conn)
+                    if loaded is None or not await opening(now, *loaded):
                         return loaded
                     opening = None
+                    run, steps = loaded
                     if RunStatus(run.status) not in RUN_TERMINAL | PLANNED_LATER:
                         decided = self._plan(run, steps)
                 if decided is not None:
-                    changed = await self._apply(run, steps, decided, now)
+                    assert loaded is not None
+                    changed = await self._apply(*loaded, decided, now)
             await self._committed(run_id, now)
             if decided is None:
                 continue  # the opening alone: plan from the top (its group, its end)
@@ -302,6 +306,15 @@ class Engine:
                 return loaded
         log.error("run %s: plan did not settle after %s rounds", run_id, MAX_DRIVE_ROUNDS)
         return None
+
+    async def _fresh(
+        self, run_id: int, loaded: tuple[Run, list[StepRun]] | None, conn: Any = None
+    ) -> tuple[Run, list[StepRun]] | None:
+        """``loaded``, or the stored rows when there are none or they are stale."""
+        if loaded is not None and run_id not in self._stale:
+            return loaded
+        self._stale.discard(run_id)
+        return await store.read_run_and_steps(run_id, conn)
 
     async def _decide(self, run: Run, steps: list[StepRun]) -> Plan | None:
         """The plan for the run's next round; None when there is nothing to write."""
@@ -542,32 +555,29 @@ class Engine:
         return written
 
     async def _finish_step(self, run_id: int, step_id: int, outcome: StepOutcome) -> bool:
-        async with self._locks.hold(run_id) as took:
-            loaded = await store.read_run_and_steps(run_id)
-            if loaded is None:
-                return False
-            run, steps = loaded
+        """Store a step's outcome, then drive the run on; False when it lost (moved meanwhile)."""
+        ended = False
+
+        async def end(now: Round, run: Run, steps: list[StepRun]) -> bool:
+            nonlocal ended
             step = next((s for s in steps if s.id == step_id), None)
-            if step is None:
-                return False
-            if not took:
-                # Inside this run's own drive: end it alone; the drive plans on from the
-                # stored rows, since the ones it holds are now out of date.
-                async with round_of(self.bus) as alone:
-                    won = await self._end_step(run, steps, step, outcome, alone)
-                await self._committed(run_id, alone)
-                self._stale.add(run_id)
-                return won
-            ended = False
-
-            async def end(now: Round) -> bool:
-                nonlocal ended
-                assert step is not None
+            if step is not None:
                 ended = await self._end_step(run, steps, step, outcome, now)
-                return ended
+            return ended
 
-            self._stale.discard(run_id)  # read just now, under the lock
-            await self._drive_locked(run_id, loaded, opening=end)
+        async with self._locks.hold(run_id) as took:
+            if took:
+                # The rows are read inside the step's end's transaction.
+                await self._drive_locked(run_id, None, opening=end)
+                return ended
+            # Inside this run's own drive: end it alone; the drive plans on from the
+            # stored rows, since the ones it holds are now out of date.
+            async with round_of(self.bus) as alone:
+                loaded = await store.read_run_and_steps(run_id, alone.conn)
+                if loaded is not None:
+                    await end(alone, *loaded)
+            await self._committed(run_id, alone)
+            self._stale.add(run_id)
         return ended
 
     async def update_step(self, run_id: int, step_id: int, **fields: Any) -> None:

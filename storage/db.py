@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 MODELS_MODULE = "storage.models"
 MIGRATIONS_MODULE = "storage.migrations"
 MIGRATIONS_TABLE = "tortoise_migrations"  # where Tortoise records applied migrations
+# Tortoise's SQLite client, with a transaction's statements inline (storage/sqlite_client.py).
+SQLITE_ENGINE = "storage.sqlite_client"
 
 
 class DatabaseError(Exception):
@@ -61,12 +63,16 @@ async def keep_session(connection: Any) -> None:
 def connection_config(url: str) -> str | dict[str, Any]:
     """The ``default`` connection as Tortoise takes it."""
     normalised = normalise_url(url)
-    if not normalised.startswith(("postgres://", "asyncpg://")):
+    is_postgres = normalised.startswith(("postgres://", "asyncpg://"))
+    if not is_postgres and not normalised.startswith("sqlite://"):
         return normalised
     from tortoise.backends.base.config_generator import expand_db_url
 
     expanded: dict[str, Any] = expand_db_url(normalised)
-    expanded["credentials"]["reset"] = keep_session
+    if is_postgres:
+        expanded["credentials"]["reset"] = keep_session
+    else:
+        expanded["engine"] = SQLITE_ENGINE
     return expanded
 
 

@@ -1,0 +1,169 @@
+"""SQLite transactions: statements inline, BEGIN and COMMIT in aiosqlite's thread.
+
+What a user relies on: a transaction commits whole or not at all (also inside
+a savepoint), a wait for another process's write lock never stalls the
+server's event loop, and a transaction costs two hand-offs to the database
+thread however many statements it holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import pytest
+from tortoise import connections
+from tortoise.exceptions import IntegrityError, OperationalError
+from tortoise.transactions import in_transaction
+
+from storage.db import close_db, open_db
+from storage.models import CICDTool
+
+
+@pytest.fixture
+async def sqlite_path(tmp_path: Path) -> AsyncIterator[Path]:
+    path = tmp_path / "ansflow.db"
+    await open_db(f"sqlite://{path}")
+    yield path
+    await close_db()
+
+
+async def names() -> list[str]:
+    return sorted(await CICDTool.all().values_list("name", flat=True))  # type: ignore[arg-type]
+
+
+@contextmanager
+def hand_offs() -> Iterator[list[Any]]:
+    """Every call queued to aiosqlite's thread meanwhile (the library's queue, spied on)."""
+    calls: list[Any] = []
+    original = aiosqlite.Connection._execute
+
+    async def counting(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(fn)
+        return await original(self, fn, *args, **kwargs)
+
+    aiosqlite.Connection._execute = counting  # type: ignore[method-assign]
+    try:
+        yield calls
+    finally:
+        aiosqlite.Connection._execute = original  # type: ignore[method-assign]
+
+
+async def test_a_transaction_of_many_statements_costs_two_hand_offs(sqlite_path: Path) -> None:
+    with hand_offs() as calls:
+        async with in_transaction() as conn:
+            for i in range(5):
+                await CICDTool.create(name=f"j{i}", url="http://127.0.0.1:1", using_db=conn)
+            await conn.execute_query(
+                'UPDATE "cicd_tool" SET "status"=? WHERE "name"=?', ["off", "j0"]
+            )
+    assert len(calls) == 2  # BEGIN with the first statement, then COMMIT
+    assert await names() == ["j0", "j1", "j2", "j3", "j4"]
+    assert await CICDTool.get(name="j0").values_list("status", flat=True) == "off"
+
+
+async def test_an_empty_transaction_does_not_reach_the_database(sqlite_path: Path) -> None:
+    with hand_offs() as calls:
+        async with in_transaction():
+            pass
+    assert calls == []
+
+
+async def test_a_failing_transaction_stores_none_of_its_statements(sqlite_path: Path) -> None:
+    await CICDTool.create(name="kept", url="http://127.0.0.1:1")
+    with pytest.raises(IntegrityError):
+        async with in_transaction() as conn:
+            await CICDTool.create(name="new", url="http://127.0.0.1:1", using_db=conn)
+            await CICDTool.create(name="kept", url="http://127.0.0.1:1", using_db=conn)
+    assert await names() == ["kept"]
+    # The connection is usable afterwards, in and out of transactions.
+    async with in_transaction() as conn:
+        await CICDTool.create(name="after", url="http://127.0.0.1:1", using_db=conn)
+    assert await names() == ["after", "kept"]
+
+
+async def test_a_savepoint_rolls_back_alone(sqlite_path: Path) -> None:
+    async with in_transaction() as outer:
+        await CICDTool.create(name="outer", url="http://127.0.0.1:1", using_db=outer)
+        with pytest.raises(IntegrityError):
+            async with in_transaction() as inner:
+                await CICDTool.create(name="inner", url="http://127.0.0.1:1", using_db=inner)
+                await CICDTool.create(name="outer", url="http://127.0.0.1:1", using_db=inner)
+        await CICDTool.create(name="last", url="http://127.0.0.1:1", using_db=outer)
+    assert await names() == ["last", "outer"]
+
+
+async def test_a_savepoint_as_the_first_thing_still_opens_the_transaction(
+    sqlite_path: Path,
+) -> None:
+    with pytest.raises(RuntimeError):
+        async with in_transaction():
+            async with in_transaction() as inner:
+                await CICDTool.create(name="inner", url="http://127.0.0.1:1", using_db=inner)
+            raise RuntimeError("the outer transaction fails after its savepoint was released")
+    assert await names() == []
+
+
+def hold_write_lock(path: Path, seconds: float, locked: threading.Event) -> None:
+    """Another process's writer, as SQLite sees it: its own connection holding the lock."""
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        locked.set()
+        time.sleep(seconds)
+        other.execute("COMMIT")
+    finally:
+        other.close()
+
+
+async def test_waiting_for_another_writers_lock_leaves_the_event_loop_free(
+    sqlite_path: Path,
+) -> None:
+    locked = threading.Event()
+    holder = threading.Thread(target=hold_write_lock, args=(sqlite_path, 0.6, locked))
+    holder.start()
+    try:
+        assert await asyncio.to_thread(locked.wait, 5)
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        ticker = asyncio.create_task(tick())
+        began = time.monotonic()
+        async with in_transaction() as conn:
+            await CICDTool.create(name="waited", url="http://127.0.0.1:1", using_db=conn)
+        waited = time.monotonic() - began
+        ticker.cancel()
+    finally:
+        holder.join(10)
+    assert waited >= 0.4  # it really waited for the other writer
+    assert ticks >= 20  # and the loop went on meanwhile
+    assert await names() == ["waited"]
+
+
+async def test_a_lock_held_past_the_busy_timeout_is_a_clear_error(sqlite_path: Path) -> None:
+    await connections.get("default").execute_query("PRAGMA busy_timeout=200")
+    locked = threading.Event()
+    holder = threading.Thread(target=hold_write_lock, args=(sqlite_path, 1.0, locked))
+    holder.start()
+    try:
+        assert await asyncio.to_thread(locked.wait, 5)
+        with pytest.raises(OperationalError, match="locked"):
+            async with in_transaction() as conn:
+                await CICDTool.create(name="refused", url="http://127.0.0.1:1", using_db=conn)
+    finally:
+        holder.join(10)
+    async with in_transaction() as conn:
+        await CICDTool.create(name="later", url="http://127.0.0.1:1", using_db=conn)
+    assert await names() == ["later"]
