@@ -141,3 +141,21 @@ def test_an_invalid_keep_names_the_variable() -> None:
     for value in ("-1", "soon"):
         with pytest.raises(SettingsError, match="ANSFLOW_WORKSPACES_KEEP"):
             load_settings({"ANSFLOW_WORKSPACES_KEEP": value})
+
+
+async def test_a_workspace_that_cannot_be_made_fails_the_step_with_the_reason(
+    sqlite_url: str, pipelines_dir: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "spaces"
+    root.write_text("a file where the workspaces folder should be\n")
+    write_pipeline(
+        pipelines_dir, "touch", "name: touch\nsteps:\n  - name: t\n    run: touch made\n"
+    )
+    async with engine_on(sqlite_url, pipelines_dir, ANSFLOW_WORKSPACES_DIR=str(root)) as core:
+        run = await run_to_end(core, "touch")
+        step = await StepRun.get(run_id=run.id, name="t")
+    assert run.status == RunStatus.FAILED
+    assert step.status == "failed"
+    assert step.reason is not None
+    assert step.reason.startswith("could not create the run's workspace: ")
+    assert not (tmp_path / "made").exists()

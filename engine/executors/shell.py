@@ -24,7 +24,7 @@ from typing import Any
 
 from engine.events import EventBus, StepLog
 from engine.executors.base import StepContext, StepOutcome, step_timeout
-from engine.executors.spawn import READ_CHUNK, StepProcess, start_shell
+from engine.executors.spawn import READ_CHUNK, PrepareFailed, StepProcess, start_shell
 from engine.masking import Masker
 from engine.output import LOG_LIMIT, BoundedLog, LiveLog, tail_of
 from engine.pipelines import RunSpec
@@ -166,14 +166,10 @@ class ShellExecutor:
         assert isinstance(spec, RunSpec)
         timeout = step_timeout(spec, ctx.pipeline)
         workdir = self._workdir
+        prepare = None
         if self.workspaces is not None:
             self.workspaces.start()
-            try:
-                workdir = await self.workspaces.ready(ctx.run_id)
-            except OSError as exc:
-                reason = f"could not create the run's workspace: {exc}"
-                await ctx.finish(StepOutcome(StepStatus.FAILED, reason=reason))
-                return
+            workdir, prepare = self.workspaces.preparing(ctx.run_id)
         env = step_environment(
             pipeline_env=ctx.pipeline.env,
             step_env=spec.env,
@@ -187,7 +183,11 @@ class ShellExecutor:
         )
         output = self._live_log(ctx)
         try:
-            process, stdout, exited = await start_shell(spec.run, env, workdir)
+            process, stdout, exited = await start_shell(spec.run, env, workdir, prepare)
+        except PrepareFailed as exc:
+            reason = f"could not create the run's workspace: {exc}"
+            await ctx.finish(StepOutcome(StepStatus.FAILED, reason=reason))
+            return
         except OSError as exc:
             await ctx.finish(StepOutcome(StepStatus.FAILED, reason=f"could not start: {exc}"))
             return
