@@ -20,7 +20,7 @@ Everything else is Tortoise's own client (``tortoise.backends.sqlite``).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import aiosqlite
@@ -131,18 +131,18 @@ class InlineTransaction(SqliteTransactionWrapper):
         await self._run(lambda raw: raw.executescript(query), inline=False)
 
     async def commit(self) -> None:
-        if self._finalized:
-            raise TransactionManagementError("Transaction already finalised")
-        self._finalized = True
-        if self._begun:
-            await self._connection.commit()
+        await self._end(self._connection.commit)
 
     async def rollback(self) -> None:
+        await self._end(self._connection.rollback)
+
+    async def _end(self, finish: Callable[[], Awaitable[None]]) -> None:
+        """COMMIT or ROLLBACK, in the thread; nothing to end if nothing began."""
         if self._finalized:
             raise TransactionManagementError("Transaction already finalised")
         self._finalized = True
         if self._begun:
-            await self._connection.rollback()
+            await finish()
 
 
 class _InlineSavepoint(InlineTransaction):
