@@ -1,15 +1,21 @@
-"""The seed system's own measurement: ``python -m bench.bench_seed``.
+"""The seed system's own measurement: ``python -m bench.bench_seed [--vs COMMAND]``.
 
 One client POSTs an execution of a pipeline of two ``echo`` steps, then GETs
 it every 5 ms until it is done; the figure is the time from the POST to the
 GET that sees it done (median of ``RUNS`` runs after a warm-up), and the
 engine time, the run's ``started_at`` → ``finished_at``. On SQLite and on a
 throwaway PostgreSQL with production durability (fsync on).
+
+``--vs COMMAND`` serves another ``ansflow`` (an older build, say) beside this
+one and alternates runs between the two, so that a change of the shared
+machine's speed weighs on both alike; it prints both medians and the median
+of the ratios of runs taken one after the other.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import tempfile
 import time
@@ -19,6 +25,7 @@ from pathlib import Path
 import aiohttp
 
 from bench.serve_proc import (
+    ANSFLOW,
     DONE,
     bearer,
     machine_note,
@@ -26,6 +33,7 @@ from bench.serve_proc import (
     ms,
     post_quick,
     postgres_url,
+    postgres_urls,
     serving,
     write_pipelines,
 )
@@ -78,8 +86,44 @@ async def measure(label: str, database_url: str, folder: Path) -> None:
     )
 
 
+async def measure_pair(label: str, urls: list[str], folder: Path, other: str) -> None:
+    """This build and ``other``, a run on each in turn (the first of each pair alternates)."""
+    async with contextlib.AsyncExitStack() as stack:
+        servers = []
+        for name, url, command in (("this", urls[0], ANSFLOW), ("other", urls[1], other)):
+            where = folder / name
+            where.mkdir()
+            pipelines = write_pipelines(where)
+            servers.append(await stack.enter_async_context(serving(where, url, pipelines, command)))
+        headers = bearer()
+        totals: list[list[float]] = [[], []]
+        engines: list[list[float]] = [[], []]
+        async with aiohttp.ClientSession() as http:
+            for _ in range(WARMUP):
+                for server in servers:
+                    await one_run(http, server.url, headers)
+            for i in range(RUNS):
+                for k in (0, 1) if i % 2 == 0 else (1, 0):
+                    took, engine = await one_run(http, servers[k].url, headers)
+                    totals[k].append(took)
+                    engines[k].append(engine)
+    ratios = [other_took / took for took, other_took in zip(*totals, strict=True)]
+    for k, name in enumerate(("this build", f"vs {other}")):
+        print(
+            f"seed measurement, {label}, {name}: POST→done median {ms(median(totals[k]))} "
+            f"(min {ms(min(totals[k]))}, n={RUNS}); engine time median {ms(median(engines[k]))}",
+            flush=True,
+        )
+    times = median(ratios)
+    print(f"seed measurement, {label}: the other takes {times:.2f} times as long", flush=True)
+
+
 async def main(argv: list[str] | None = None) -> None:
+    args = argv or []
     print(machine_note(), flush=True)
+    if args[:1] == ["--vs"] and len(args) == 2:
+        await main_pair(args[1])
+        return
     with tempfile.TemporaryDirectory() as folder:
         await measure("SQLite", f"sqlite://{Path(folder) / 'seed.db'}", Path(folder))
     with postgres_url("seed") as url, tempfile.TemporaryDirectory() as folder:
@@ -87,6 +131,17 @@ async def main(argv: list[str] | None = None) -> None:
             print("seed measurement, PostgreSQL: skipped (no PostgreSQL programs)")
             return
         await measure("PostgreSQL", url, Path(folder))
+
+
+async def main_pair(other: str) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        urls = [f"sqlite://{Path(folder) / name}.db" for name in ("this", "other")]
+        await measure_pair("SQLite", urls, Path(folder), other)
+    with postgres_urls("seed_this", "seed_other") as pg, tempfile.TemporaryDirectory() as folder:
+        if not pg:
+            print("seed measurement, PostgreSQL: skipped (no PostgreSQL programs)")
+            return
+        await measure_pair("PostgreSQL", pg, Path(folder), other)
 
 
 if __name__ == "__main__":

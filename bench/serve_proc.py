@@ -81,7 +81,9 @@ class Server:
 
 
 @contextlib.asynccontextmanager
-async def serving(folder: Path, database_url: str, pipelines: Path) -> AsyncIterator[Server]:
+async def serving(
+    folder: Path, database_url: str, pipelines: Path, command: str = ANSFLOW
+) -> AsyncIterator[Server]:
     port = free_port()
     env = {
         "PATH": os.environ["PATH"],
@@ -95,7 +97,7 @@ async def serving(folder: Path, database_url: str, pipelines: Path) -> AsyncIter
     }
     log = (folder / f"serve-{port}.log").open("wb")
     process = await asyncio.create_subprocess_exec(
-        ANSFLOW, "serve", cwd=folder, env=env, stdout=log, stderr=asyncio.subprocess.STDOUT
+        command, "serve", cwd=folder, env=env, stdout=log, stderr=asyncio.subprocess.STDOUT
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -129,15 +131,23 @@ async def _wait_healthy(url: str, process: asyncio.subprocess.Process) -> None:
 @contextlib.contextmanager
 def postgres_url(name: str) -> Iterator[str | None]:
     """A database on a throwaway PostgreSQL with production durability (fsync on)."""
+    with postgres_urls(name) as urls:
+        yield urls[0] if urls else None
+
+
+@contextlib.contextmanager
+def postgres_urls(*names: str) -> Iterator[list[str]]:
+    """Databases on one throwaway PostgreSQL (fsync on); none without PostgreSQL programs."""
     from tests.pg_server import ThrowawayPostgres
 
     if not ThrowawayPostgres.available():
-        yield None
+        yield []
         return
     durable = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
     with ThrowawayPostgres(settings=durable) as pg:
-        pg.create_database(name)
-        yield pg.url(name)
+        for name in names:
+            pg.create_database(name)
+        yield [pg.url(name) for name in names]
 
 
 async def post_quick(
