@@ -1,26 +1,31 @@
-"""Tortoise's SQLite client, with a write transaction's statements run on the loop's thread.
+"""Tortoise's SQLite client, with transactions run on the event loop's thread.
 
 aiosqlite runs every call in its own thread: a hand-off there and back costs
-about 0.2 ms of thread wake-ups on a busy machine, for a few microseconds of
-SQLite work. A step boundary (BEGIN, the run and its steps, two
-compare-and-sets, COMMIT) paid six of them.
+a few tenths of a millisecond of thread wake-ups on a busy machine, for a few
+microseconds of SQLite work. A step boundary (BEGIN, the run and its steps,
+two compare-and-sets, COMMIT) paid six of them.
 
-Here a transaction begins ``IMMEDIATE``, together with its first statement, in
-aiosqlite's thread: that is where a wait for another process's write lock
-(the busy timeout) can happen. Once the transaction holds the write lock, its
-statements cannot wait for a lock, and with ``synchronous=NORMAL`` nothing
-but a checkpoint at COMMIT waits for the disk: they run inline, on the
-loop's thread. COMMIT and ROLLBACK go back to the thread. A transaction costs
-two hand-offs, however many statements it holds.
+Here a transaction runs on the loop's thread, from BEGIN to COMMIT, as long
+as nothing in it can wait:
 
-Outside transactions nothing changes: each statement is a call in the thread.
+* ``BEGIN IMMEDIATE`` is tried with no busy timeout. If another process holds
+  the write lock, the transaction begins in aiosqlite's thread instead, where
+  the wait (the busy timeout) belongs.
+* Holding the write lock, its statements cannot wait for a lock, and with
+  ``synchronous=NORMAL`` neither they nor COMMIT wait for the disk: in WAL
+  mode only a checkpoint does. So this connection does not checkpoint at
+  COMMIT; every ``CHECKPOINT_EVERY`` commits it checkpoints in aiosqlite's
+  thread, under the connection's lock.
+* A script goes to the thread (it may be long, and it commits what is open).
+
+Statements outside transactions are one call in the thread each, as before.
 Everything else is Tortoise's own client (``tortoise.backends.sqlite``).
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import aiosqlite
@@ -33,10 +38,17 @@ from tortoise.backends.sqlite.client import (
 )
 from tortoise.exceptions import TransactionManagementError
 
+# Commits between two checkpoints: a few megabytes of WAL at most.
+CHECKPOINT_EVERY = 200
+
 T = TypeVar("T")
 
 
 class InlineSqliteClient(SqliteClient):
+    # WAL with synchronous=NORMAL: COMMIT does not wait for the disk, and runs inline.
+    _inline_commit = False
+    _commits = 0
+
     async def create_connection(self, with_db: bool) -> None:
         if self._connection:
             return
@@ -45,33 +57,73 @@ class InlineSqliteClient(SqliteClient):
         self._connection = await aiosqlite.connect(
             self.filename, isolation_level=None, check_same_thread=False
         )
-        self._connection._conn.row_factory = sqlite3.Row
+        raw = self._connection._conn
+        raw.row_factory = sqlite3.Row
         for pragma, value in self.pragmas.items():
             cursor = await self._connection.execute(f"PRAGMA {pragma}={value}")
             await cursor.close()
+
+        def wal_and_normal() -> bool:
+            mode = str(raw.execute("PRAGMA journal_mode").fetchall()[0][0]).lower()
+            synchronous = int(raw.execute("PRAGMA synchronous").fetchall()[0][0])
+            if mode != "wal" or synchronous > 1:
+                return False  # COMMIT waits for the disk (FULL, or a rollback journal)
+            raw.execute("PRAGMA wal_autocheckpoint=0").fetchall()  # see after_commit
+            return True
+
+        self._inline_commit = await _in_thread(self._connection, wal_and_normal)
         await self._post_connect()
 
     def _in_transaction(self) -> TransactionContext:
         return SqliteTransactionContext(InlineTransaction(self), self._lock)
 
+    async def after_commit(self) -> None:
+        """Every ``CHECKPOINT_EVERY`` commits, a checkpoint in the thread (the caller holds
+        the connection's lock). PASSIVE: it copies what no reader still needs, waits for none."""
+        self._commits += 1
+        if not self._inline_commit or self._commits < CHECKPOINT_EVERY or not self._connection:
+            return
+        self._commits = 0
+        raw = self._connection._conn
+        # fetchall: a statement left unfinished would keep the next COMMIT from committing
+        await _in_thread(
+            self._connection, lambda: raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        )
+
 
 class InlineTransaction(SqliteTransactionWrapper):
-    """A transaction whose BEGIN waits for its first statement, and whose statements run inline."""
+    """A transaction run on the loop's thread; BEGIN waits for its first statement."""
 
     _begun = False
 
+    def __init__(self, connection: SqliteClient) -> None:
+        super().__init__(connection)
+        client = connection
+        while isinstance(client, InlineTransaction):
+            client = client._client
+        assert isinstance(client, InlineSqliteClient)
+        self._client: InlineSqliteClient = client
+
     async def begin(self) -> None:
-        self._begun = False  # BEGIN IMMEDIATE goes with the first statement
+        self._begun = False  # BEGIN IMMEDIATE comes with the first statement
 
     def _in_transaction(self) -> TransactionContext:
         return NestedTransactionContext(_InlineSavepoint(self))
 
     async def _run(self, work: Callable[[sqlite3.Connection], T], inline: bool = True) -> T:
         raw = self._connection._conn
-        if self._begun:
-            if inline:
-                return work(raw)
-            return await _in_thread(self._connection, lambda: work(raw))
+        if not self._begun:
+            if not _begin_at_once(raw):
+                return await self._begin_in_thread(raw, work)
+            self._begun = True
+        if inline:
+            return work(raw)
+        return await _in_thread(self._connection, lambda: work(raw))
+
+    async def _begin_in_thread(
+        self, raw: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]
+    ) -> T:
+        """Another writer holds the lock: wait for it in the thread, then do ``work`` there."""
         begun: list[bool] = []
 
         def begin_then_work() -> T:
@@ -80,7 +132,6 @@ class InlineTransaction(SqliteTransactionWrapper):
             return work(raw)
 
         try:
-            # aiosqlite's own queue: the call runs in its thread, as all its calls do.
             return await _in_thread(self._connection, begin_then_work)
         finally:
             self._begun = bool(begun)
@@ -114,8 +165,8 @@ class InlineTransaction(SqliteTransactionWrapper):
         self.log.debug("%s: %s", query, values)
 
         def work(raw: sqlite3.Connection) -> int:
-            raw.execute(query, values)
-            return int(raw.execute("SELECT last_insert_rowid()").fetchone()[0])
+            raw.execute(query, values).fetchall()
+            return int(raw.execute("SELECT last_insert_rowid()").fetchall()[0][0])
 
         return await self._run(work)
 
@@ -131,18 +182,26 @@ class InlineTransaction(SqliteTransactionWrapper):
         await self._run(lambda raw: raw.executescript(query), inline=False)
 
     async def commit(self) -> None:
-        await self._end(self._connection.commit)
+        await self._end("COMMIT")
+        if self._begun:
+            await self._client.after_commit()
 
     async def rollback(self) -> None:
-        await self._end(self._connection.rollback)
+        await self._end("ROLLBACK")
 
-    async def _end(self, finish: Callable[[], Awaitable[None]]) -> None:
-        """COMMIT or ROLLBACK, in the thread; nothing to end if nothing began."""
+    async def _end(self, statement: str) -> None:
+        """COMMIT or ROLLBACK: inline in WAL with synchronous=NORMAL (neither waits for
+        the disk; checkpoints happen in :meth:`InlineSqliteClient.after_commit`)."""
         if self._finalized:
             raise TransactionManagementError("Transaction already finalised")
         self._finalized = True
-        if self._begun:
-            await finish()
+        if not self._begun:
+            return
+        raw = self._connection._conn
+        if self._client._inline_commit:
+            raw.execute(statement)
+        else:
+            await _in_thread(self._connection, lambda: raw.execute(statement).fetchall())
 
 
 class _InlineSavepoint(InlineTransaction):
@@ -156,6 +215,21 @@ class _InlineSavepoint(InlineTransaction):
         await self._outer._run(lambda raw: None)
         self._begun = True
         await super().savepoint()
+
+
+def _begin_at_once(raw: sqlite3.Connection) -> bool:
+    """``BEGIN IMMEDIATE`` on this thread if the write lock is free now; False if it is not."""
+    busy_timeout_ms = int(raw.execute("PRAGMA busy_timeout").fetchall()[0][0])
+    raw.execute("PRAGMA busy_timeout=0")
+    try:
+        raw.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            return False
+        raise
+    finally:
+        raw.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+    return True
 
 
 async def _in_thread(connection: aiosqlite.Connection, work: Callable[[], T]) -> T:

@@ -1,9 +1,9 @@
-"""SQLite transactions: statements inline, BEGIN and COMMIT in aiosqlite's thread.
+"""SQLite transactions run on the event loop's thread (storage/sqlite_client.py).
 
 What a user relies on: a transaction commits whole or not at all (also inside
-a savepoint), a wait for another process's write lock never stalls the
-server's event loop, and a transaction costs two hand-offs to the database
-thread however many statements it holds.
+a savepoint); a wait for another process's write lock never stalls the
+server's event loop; the WAL is still checkpointed, so it stays small; and a
+transaction with the lock free costs no hand-off to the database thread.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from tortoise.transactions import in_transaction
 
 from storage.db import close_db, open_db
 from storage.models import CICDTool
+from storage.sqlite_client import CHECKPOINT_EVERY
 
 
 @pytest.fixture
@@ -56,7 +57,7 @@ def hand_offs() -> Iterator[list[Any]]:
         aiosqlite.Connection._execute = original  # type: ignore[method-assign]
 
 
-async def test_a_transaction_of_many_statements_costs_two_hand_offs(sqlite_path: Path) -> None:
+async def test_a_transaction_with_the_lock_free_costs_no_hand_off(sqlite_path: Path) -> None:
     with hand_offs() as calls:
         async with in_transaction() as conn:
             for i in range(5):
@@ -64,7 +65,7 @@ async def test_a_transaction_of_many_statements_costs_two_hand_offs(sqlite_path:
             await conn.execute_query(
                 'UPDATE "cicd_tool" SET "status"=? WHERE "name"=?', ["off", "j0"]
             )
-    assert len(calls) == 2  # BEGIN with the first statement, then COMMIT
+    assert calls == []
     assert await names() == ["j0", "j1", "j2", "j3", "j4"]
     assert await CICDTool.get(name="j0").values_list("status", flat=True) == "off"
 
@@ -152,6 +153,26 @@ async def test_waiting_for_another_writers_lock_leaves_the_event_loop_free(
     assert await names() == ["waited"]
 
 
+async def test_the_wal_is_checkpointed_so_it_stays_small(sqlite_path: Path) -> None:
+    wal = Path(f"{sqlite_path}-wal")
+
+    async def transactions(count: int, first: int) -> None:
+        for i in range(first, first + count):
+            async with in_transaction() as conn:
+                await CICDTool.create(
+                    name=f"j{i}", url="http://127.0.0.1:1", token="x" * 400, using_db=conn
+                )
+
+    with hand_offs() as calls:
+        await transactions(CHECKPOINT_EVERY - 1, 0)
+        one_round = wal.stat().st_size  # the WAL of CHECKPOINT_EVERY - 1 transactions
+        await transactions(3 * CHECKPOINT_EVERY + 1, CHECKPOINT_EVERY - 1)
+    assert len(calls) == 4  # a checkpoint every CHECKPOINT_EVERY commits, no other hand-off
+    # Without checkpoints the WAL would keep growing: four times one round by now.
+    assert wal.stat().st_size < 1.5 * one_round
+    assert len(await names()) == 4 * CHECKPOINT_EVERY
+
+
 async def test_a_lock_held_past_the_busy_timeout_is_a_clear_error(sqlite_path: Path) -> None:
     await connections.get("default").execute_query("PRAGMA busy_timeout=200")
     locked = threading.Event()
@@ -167,3 +188,17 @@ async def test_a_lock_held_past_the_busy_timeout_is_a_clear_error(sqlite_path: P
     async with in_transaction() as conn:
         await CICDTool.create(name="later", url="http://127.0.0.1:1", using_db=conn)
     assert await names() == ["later"]
+
+
+async def test_with_synchronous_full_commit_waits_in_the_thread(tmp_path: Path) -> None:
+    await open_db(f"sqlite://{tmp_path / 'full.db'}?synchronous=FULL")
+    try:
+        with hand_offs() as calls:
+            async with in_transaction() as conn:
+                await CICDTool.create(name="durable", url="http://127.0.0.1:1", using_db=conn)
+        _, rows = await connections.get("default").execute_query("PRAGMA wal_autocheckpoint")
+        assert len(calls) == 1  # COMMIT fsyncs under FULL: not on the loop's thread
+        assert int(rows[0][0]) > 0  # and SQLite checkpoints as it always does
+        assert await names() == ["durable"]
+    finally:
+        await close_db()
