@@ -14,8 +14,8 @@ as nothing in it can wait:
 * Holding the write lock, its statements cannot wait for a lock, and with
   ``synchronous=NORMAL`` neither they nor COMMIT wait for the disk: in WAL
   mode only a checkpoint does. So this connection does not checkpoint at
-  COMMIT; every ``CHECKPOINT_EVERY`` commits it checkpoints in aiosqlite's
-  thread, under the connection's lock.
+  COMMIT; every ``CHECKPOINT_EVERY`` commits a :class:`Checkpointer` does,
+  on a connection of its own in a worker thread, while the loop goes on.
 * A script goes to the thread (it may be long, and it commits what is open).
 
 Statements outside transactions are one call in the thread each, as before.
@@ -24,12 +24,18 @@ Everything else is Tortoise's own client (``tortoise.backends.sqlite``).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import aiosqlite
-from tortoise.backends.base.client import NestedTransactionContext, TransactionContext
+from tortoise.backends.base.client import (
+    NestedTransactionContext,
+    TransactionalDBClient,
+    TransactionContext,
+)
 from tortoise.backends.sqlite.client import (
     SqliteClient,
     SqliteTransactionContext,
@@ -37,6 +43,8 @@ from tortoise.backends.sqlite.client import (
     translate_exceptions,
 )
 from tortoise.exceptions import TransactionManagementError
+
+log = logging.getLogger(__name__)
 
 # Commits between two checkpoints: a few megabytes of WAL at most.
 CHECKPOINT_EVERY = 200
@@ -48,6 +56,8 @@ class InlineSqliteClient(SqliteClient):
     # WAL with synchronous=NORMAL: COMMIT does not wait for the disk, and runs inline.
     _inline_commit = False
     _commits = 0
+    checkpointer: Checkpointer | None = None
+    _writes: asyncio.Lock | None = None
 
     async def create_connection(self, with_db: bool) -> None:
         if self._connection:
@@ -75,20 +85,85 @@ class InlineSqliteClient(SqliteClient):
         await self._post_connect()
 
     def _in_transaction(self) -> TransactionContext:
-        return SqliteTransactionContext(InlineTransaction(self), self._lock)
+        return _Gated(SqliteTransactionContext(InlineTransaction(self), self._lock), self.writes)
 
-    async def after_commit(self) -> None:
-        """Every ``CHECKPOINT_EVERY`` commits, a checkpoint in the thread (the caller holds
-        the connection's lock). PASSIVE: it copies what no reader still needs, waits for none."""
+    @property
+    def writes(self) -> asyncio.Lock:
+        """Held by each transaction, and by a checkpoint while it holds writers off."""
+        if self._writes is None:
+            self._writes = asyncio.Lock()
+        return self._writes
+
+    def after_commit(self) -> None:
+        """Every ``CHECKPOINT_EVERY`` commits, a checkpoint starts beside the server."""
         self._commits += 1
-        if not self._inline_commit or self._commits < CHECKPOINT_EVERY or not self._connection:
+        if not self._inline_commit or self._commits < CHECKPOINT_EVERY:
             return
         self._commits = 0
-        raw = self._connection._conn
-        # fetchall: a statement left unfinished would keep the next COMMIT from committing
-        await _in_thread(
-            self._connection, lambda: raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        )
+        if self.checkpointer is None:
+            self.checkpointer = Checkpointer(self.filename, self.writes)
+        self.checkpointer.start()
+
+    async def close(self) -> None:
+        if self.checkpointer is not None:
+            await self.checkpointer.close()
+            self.checkpointer = None
+        await super().close()
+
+
+class Checkpointer:
+    """Checkpoints of a WAL database on a connection of their own, in a worker thread.
+
+    A checkpoint copies the WAL into the database file and fsyncs it: many
+    milliseconds. First a PASSIVE one copies what it can while the server
+    reads and writes on; then, with ``writes`` held (new transactions wait
+    for it on the loop, reads go on), a RESTART one copies the few frames
+    written meanwhile and has the next writer start the WAL afresh, so that
+    it stays a few megabytes under constant load. RESTART also waits (at most
+    ``WAIT``) for other processes' readers and writers; if it cannot have
+    them out of the way in time it copies what it can, and the next one tries
+    again. One at a time.
+    """
+
+    WAIT = 1.0
+
+    def __init__(self, filename: str, writes: asyncio.Lock) -> None:
+        self.filename = filename
+        self.done = 0
+        self._writes = writes
+        self._connection: sqlite3.Connection | None = None
+        self._running: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._running is None or self._running.done():
+            self._running = asyncio.create_task(self._checkpoint(), name="sqlite-checkpoint")
+
+    async def _checkpoint(self) -> None:
+        try:
+            await asyncio.to_thread(self._checkpoint_here, "PASSIVE")
+            async with self._writes:
+                await asyncio.to_thread(self._checkpoint_here, "RESTART")
+            self.done += 1
+        except sqlite3.Error as exc:  # the next one tries again
+            log.warning("SQLite checkpoint failed: %s", exc)
+
+    def _checkpoint_here(self, mode: str) -> None:
+        if self._connection is None:
+            self._connection = sqlite3.connect(
+                self.filename, isolation_level=None, check_same_thread=False, timeout=self.WAIT
+            )
+        self._connection.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+
+    async def idle(self) -> None:
+        """Once the checkpoint under way (if any) has ended."""
+        if self._running is not None:
+            await asyncio.gather(self._running, return_exceptions=True)
+
+    async def close(self) -> None:
+        await self.idle()
+        if self._connection is not None:
+            await asyncio.to_thread(self._connection.close)
+            self._connection = None
 
 
 class InlineTransaction(SqliteTransactionWrapper):
@@ -184,7 +259,7 @@ class InlineTransaction(SqliteTransactionWrapper):
     async def commit(self) -> None:
         await self._end("COMMIT")
         if self._begun:
-            await self._client.after_commit()
+            self._client.after_commit()
 
     async def rollback(self) -> None:
         await self._end("ROLLBACK")
@@ -215,6 +290,28 @@ class _InlineSavepoint(InlineTransaction):
         await self._outer._run(lambda raw: None)
         self._begun = True
         await super().savepoint()
+
+
+class _Gated(TransactionContext):
+    """A transaction that first takes ``gate`` (so a checkpoint can hold writers off)."""
+
+    def __init__(self, inner: TransactionContext, gate: asyncio.Lock) -> None:
+        self.inner = inner
+        self.gate = gate
+
+    async def __aenter__(self) -> TransactionalDBClient:
+        await self.gate.acquire()
+        try:
+            return await self.inner.__aenter__()
+        except BaseException:
+            self.gate.release()
+            raise
+
+    async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+        try:
+            await self.inner.__aexit__(exc_type, exc_val, exc_tb)
+        finally:
+            self.gate.release()
 
 
 def _begin_at_once(raw: sqlite3.Connection) -> bool:

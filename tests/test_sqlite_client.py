@@ -25,7 +25,7 @@ from tortoise.transactions import in_transaction
 
 from storage.db import close_db, open_db
 from storage.models import CICDTool
-from storage.sqlite_client import CHECKPOINT_EVERY
+from storage.sqlite_client import CHECKPOINT_EVERY, InlineSqliteClient
 
 
 @pytest.fixture
@@ -153,8 +153,13 @@ async def test_waiting_for_another_writers_lock_leaves_the_event_loop_free(
     assert await names() == ["waited"]
 
 
-async def test_the_wal_is_checkpointed_so_it_stays_small(sqlite_path: Path) -> None:
+async def test_the_wal_is_checkpointed_so_it_stays_small_under_constant_writes(
+    sqlite_path: Path,
+) -> None:
     wal = Path(f"{sqlite_path}-wal")
+    client = connections.get("default")
+    assert isinstance(client, InlineSqliteClient)
+    sizes: list[int] = []
 
     async def transactions(count: int, first: int) -> None:
         for i in range(first, first + count):
@@ -162,15 +167,22 @@ async def test_the_wal_is_checkpointed_so_it_stays_small(sqlite_path: Path) -> N
                 await CICDTool.create(
                     name=f"j{i}", url="http://127.0.0.1:1", token="x" * 400, using_db=conn
                 )
+            sizes.append(wal.stat().st_size)
+            await asyncio.sleep(0)  # as a server does between requests
 
     with hand_offs() as calls:
         await transactions(CHECKPOINT_EVERY - 1, 0)
         one_round = wal.stat().st_size  # the WAL of CHECKPOINT_EVERY - 1 transactions
-        await transactions(3 * CHECKPOINT_EVERY + 1, CHECKPOINT_EVERY - 1)
-    assert len(calls) == 4  # a checkpoint every CHECKPOINT_EVERY commits, no other hand-off
-    # Without checkpoints the WAL would keep growing: four times one round by now.
-    assert wal.stat().st_size < 1.5 * one_round
-    assert len(await names()) == 4 * CHECKPOINT_EVERY
+        # No pause: the checkpoints run while the transactions go on.
+        await transactions(5 * CHECKPOINT_EVERY, CHECKPOINT_EVERY - 1)
+    checkpointer = client.checkpointer
+    assert checkpointer is not None
+    await checkpointer.idle()
+    assert calls == []  # checkpoints have a connection of their own, not aiosqlite's thread
+    assert checkpointer.done >= 2
+    # Without checkpoints the WAL would hold every transaction: six rounds by the end.
+    assert max(sizes) < 3 * one_round
+    assert len(await names()) == 6 * CHECKPOINT_EVERY - 1
 
 
 async def test_a_lock_held_past_the_busy_timeout_is_a_clear_error(sqlite_path: Path) -> None:
