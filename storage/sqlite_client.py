@@ -198,16 +198,28 @@ class InlineTransaction(SqliteTransactionWrapper):
     async def _begin_in_thread(
         self, raw: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]
     ) -> T:
-        """Another writer holds the lock: wait for it in the thread, then do ``work`` there."""
+        """Another writer holds the lock: wait for it in the thread, then do ``work`` there.
+
+        If the caller is cancelled meanwhile, the thread's call still ends (within the
+        busy timeout) and what it began is rolled back before the cancel goes on.
+        """
         begun: list[bool] = []
 
         def begin_then_work() -> T:
+            _end_leftover(raw)
             raw.execute("BEGIN IMMEDIATE")
             begun.append(True)
             return work(raw)
 
+        call = asyncio.ensure_future(_in_thread(self._connection, begin_then_work))
         try:
-            return await _in_thread(self._connection, begin_then_work)
+            return await asyncio.shield(call)
+        except asyncio.CancelledError:
+            await asyncio.gather(call, return_exceptions=True)
+            if begun:
+                _end_leftover(raw)
+            begun.clear()
+            raise
         finally:
             self._begun = bool(begun)
 
@@ -314,8 +326,16 @@ class _Gated(TransactionContext):
             self.gate.release()
 
 
+def _end_leftover(raw: sqlite3.Connection) -> None:
+    """Roll back a transaction left open on the connection (a COMMIT that failed, say):
+    the next one must not run inside it, or commit what its owner saw fail."""
+    if raw.in_transaction:
+        raw.execute("ROLLBACK")
+
+
 def _begin_at_once(raw: sqlite3.Connection) -> bool:
     """``BEGIN IMMEDIATE`` on this thread if the write lock is free now; False if it is not."""
+    _end_leftover(raw)
     busy_timeout_ms = int(raw.execute("PRAGMA busy_timeout").fetchall()[0][0])
     raw.execute("PRAGMA busy_timeout=0")
     try:

@@ -214,3 +214,20 @@ async def test_with_synchronous_full_commit_waits_in_the_thread(tmp_path: Path) 
         assert await names() == ["durable"]
     finally:
         await close_db()
+
+
+async def test_a_transaction_left_open_is_rolled_back_before_the_next_begins(
+    sqlite_path: Path,
+) -> None:
+    client = connections.get("default")
+    assert isinstance(client, InlineSqliteClient)
+    assert client._connection is not None
+    raw = client._connection._conn
+    await CICDTool.create(name="kept", url="http://127.0.0.1:1")
+    # What a COMMIT that failed leaves behind: an open transaction with a write in it.
+    raw.execute("BEGIN")
+    raw.execute("UPDATE cicd_tool SET name = 'changed by the transaction left open'")
+    async with in_transaction() as conn:
+        await CICDTool.create(name="next", url="http://127.0.0.1:1", using_db=conn)
+    assert not raw.in_transaction
+    assert await names() == ["kept", "next"]
