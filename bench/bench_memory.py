@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -32,8 +31,8 @@ from bench.serve_proc import (
     bearer,
     count_runs,
     machine_note,
+    on_sqlite_and_postgres,
     post_quick,
-    postgres_url,
     serving,
     write_pipelines,
 )
@@ -195,13 +194,7 @@ async def measure(label: str, database_url: str, folder: Path) -> None:
 
 async def main(argv: list[str] | None = None) -> None:
     print(machine_note(), flush=True)
-    with tempfile.TemporaryDirectory() as folder:
-        await measure("SQLite", f"sqlite://{Path(folder) / 'mem.db'}", Path(folder))
-    with postgres_url("mem") as url, tempfile.TemporaryDirectory() as folder:
-        if url is None:
-            print("memory, PostgreSQL: skipped (no PostgreSQL programs)")
-            return
-        await measure("PostgreSQL", url, Path(folder))
+    await on_sqlite_and_postgres("memory", "mem", measure)
 
 
 if __name__ == "__main__":

@@ -31,8 +31,8 @@ from bench.serve_proc import (
     machine_note,
     median,
     ms,
+    on_sqlite_and_postgres,
     post_quick,
-    postgres_url,
     postgres_urls,
     serving,
     write_pipelines,
@@ -124,13 +124,7 @@ async def main(argv: list[str] | None = None) -> None:
     if args[:1] == ["--vs"] and len(args) == 2:
         await main_pair(args[1])
         return
-    with tempfile.TemporaryDirectory() as folder:
-        await measure("SQLite", f"sqlite://{Path(folder) / 'seed.db'}", Path(folder))
-    with postgres_url("seed") as url, tempfile.TemporaryDirectory() as folder:
-        if url is None:
-            print("seed measurement, PostgreSQL: skipped (no PostgreSQL programs)")
-            return
-        await measure("PostgreSQL", url, Path(folder))
+    await on_sqlite_and_postgres("seed measurement", "seed", measure)
 
 
 async def main_pair(other: str) -> None:

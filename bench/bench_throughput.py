@@ -24,6 +24,7 @@ from bench.serve_proc import (
     count_runs,
     machine_note,
     ms,
+    on_sqlite_and_postgres,
     percentile,
     post_quick,
     postgres_url,
@@ -88,13 +89,8 @@ async def on_two(database_url: str, folder: Path) -> None:
 
 async def main(argv: list[str] | None = None) -> None:
     print(machine_note(), flush=True)
-    with tempfile.TemporaryDirectory() as folder:
-        await on_one("SQLite", f"sqlite://{Path(folder) / 'tp.db'}", Path(folder))
-    with postgres_url("tp") as url, tempfile.TemporaryDirectory() as folder:
-        if url is None:
-            print("throughput, PostgreSQL: skipped (no PostgreSQL programs)")
-            return
-        await on_one("PostgreSQL", url, Path(folder))
+    if not await on_sqlite_and_postgres("throughput", "tp", on_one):
+        return
     with postgres_url("tp2") as url, tempfile.TemporaryDirectory() as folder:
         assert url is not None
         await on_two(url, Path(folder))

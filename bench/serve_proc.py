@@ -14,8 +14,9 @@ import signal
 import socket
 import statistics
 import sys
+import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,23 @@ async def _wait_healthy(url: str, process: asyncio.subprocess.Process) -> None:
                         return
             await asyncio.sleep(0.05)
     raise RuntimeError("ansflow serve did not become healthy within 60 s")
+
+
+async def on_sqlite_and_postgres(
+    what: str, name: str, measure: Callable[[str, str, Path], Awaitable[None]]
+) -> bool:
+    """``measure(label, database_url, folder)`` on SQLite, then on a throwaway PostgreSQL.
+
+    False, once it has said so, when there are no PostgreSQL programs.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        await measure("SQLite", f"sqlite://{Path(folder) / name}.db", Path(folder))
+    with postgres_url(name) as url, tempfile.TemporaryDirectory() as folder:
+        if url is None:
+            print(f"{what}, PostgreSQL: skipped (no PostgreSQL programs)", flush=True)
+            return False
+        await measure("PostgreSQL", url, Path(folder))
+    return True
 
 
 @contextlib.contextmanager

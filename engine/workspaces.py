@@ -73,17 +73,10 @@ class Workspaces:
                 path.mkdir(mode=0o700)
         return path
 
-    async def ready(self, run_id: int) -> Path:
-        """:meth:`ensure` with the first ``mkdir`` in a thread (it can take a
-        millisecond on a slow file system, and the event loop would wait)."""
-        path, make = self.preparing(run_id)
-        if make is not None:
-            await asyncio.to_thread(make)
-        return path
-
     def preparing(self, run_id: int) -> tuple[Path, Callable[[], object] | None]:
-        """The run's folder, and what makes it (None when it is there): for a
-        caller that has a thread to run it in already (a step's start)."""
+        """The run's folder, and what makes it (None when it is there). A step's start
+        runs that in the thread that forks the step: ``mkdir`` can take a
+        millisecond on a slow file system, and the event loop would wait."""
         path = self.path_of(run_id)
         if path.is_dir():
             return path, None

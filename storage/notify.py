@@ -38,10 +38,7 @@ def asyncpg_dsn(url: str) -> str:
 
 async def notify(channel: str, payload: str, conn: Any = None) -> None:
     """Send ``payload``; on ``conn`` (a transaction) it is delivered when that commits."""
-    if len(payload.encode()) > MAX_PAYLOAD:
-        raise ValueError("NOTIFY payload too large")
-    client = conn if conn is not None else connections.get("default")
-    await client.execute_query("SELECT pg_notify($1, $2)", [channel, payload])
+    await notify_all(channel, [payload], conn if conn is not None else connections.get("default"))
 
 
 async def notify_all(channel: str, payloads: list[str], conn: Any) -> None:

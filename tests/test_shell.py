@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from engine.executors.shell import LOG_LIMIT
+from engine.executors.shell import LOG_LIMIT, _find_stale_group, _step_marks
 from engine.state import RunStatus
 from storage.models import StepRun
 from tests.engine_harness import engine_on, run_to_end
@@ -139,3 +140,18 @@ async def _gone(pid: int) -> bool:
     except OSError:
         return True
     return stat.split(") ", 1)[1][0] == "Z"
+
+
+def test_a_left_group_is_found_by_run_pipeline_and_step_only() -> None:
+    """Take-over finds a dead replica's command by its environment; another install's
+    run with the same number and step name (another database) is not it."""
+    env = {"PATH": "/usr/bin:/bin", "ANSFLOW_RUN_ID": "987654", "ANSFLOW_PIPELINE": "other"}
+    env["ANSFLOW_STEP"] = "build"
+    left = subprocess.Popen(["/bin/sh", "-c", "sleep 30"], env=env, start_new_session=True)
+    try:
+        assert _find_stale_group(_step_marks(987654, "deploy", "build")) is None
+        assert _find_stale_group(_step_marks(987654, "other", "test")) is None
+        assert _find_stale_group(_step_marks(987654, "other", "build")) == left.pid
+    finally:
+        left.kill()
+        left.wait(5)

@@ -109,12 +109,13 @@ class ShellExecutor:
         task.add_done_callback(self._tasks.discard)
 
     async def recover(self, ctx: StepContext) -> None:
+        marks = _step_marks(ctx.run_id, ctx.pipeline.name, ctx.step_name)
         if ctx.external_id:
-            _kill_stale_group(int(ctx.external_id), ctx.run_id)
+            _kill_stale_group(int(ctx.external_id), marks)
         else:  # it died before the pid was stored: look for the step's group on this host
-            found = _find_stale_group(ctx.run_id, ctx.step_name)
+            found = _find_stale_group(marks)
             if found is not None:
-                _kill_stale_group(found, ctx.run_id)
+                _kill_stale_group(found, marks)
         spec = ctx.spec
         if isinstance(spec, RunSpec) and spec.retry_on_restart:
             await self.start(ctx)
@@ -304,36 +305,41 @@ def _kill_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
-def _kill_stale_group(pgid: int, run_id: int) -> None:
-    """Kill a group left by a dead service, if the process is still ours (not a reused pid)."""
+def _step_marks(run_id: int, pipeline: str, step_name: str) -> set[bytes]:
+    """What the environment of a step's command says of it (``engine.stepenv``)."""
+    return {
+        f"ANSFLOW_RUN_ID={run_id}".encode(),
+        f"ANSFLOW_PIPELINE={pipeline}".encode(),
+        f"ANSFLOW_STEP={step_name}".encode(),
+    }
+
+
+def _leads_step_group(pid: int, marks: set[bytes]) -> bool:
+    """Is ``pid`` alive, the leader of its group, and that step's command (not a reused pid)?"""
     try:
-        environ = Path(f"/proc/{pgid}/environ").read_bytes()
+        if os.getpgid(pid) != pid:
+            return False
+        environ = set(Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"))
     except OSError:
-        return
-    if f"ANSFLOW_RUN_ID={run_id}".encode() in environ.split(b"\0"):
+        return False
+    return marks <= environ
+
+
+def _kill_stale_group(pgid: int, marks: set[bytes]) -> None:
+    """Kill a step's group left by a dead service, if it is still that step's."""
+    if _leads_step_group(pgid, marks):
         log.warning("killing process group %s left running by a previous process", pgid)
         _kill_group(pgid, signal.SIGKILL)
 
 
-def _find_stale_group(run_id: int, step_name: str, limit: int = PROC_SCAN_LIMIT) -> int | None:
-    """The process group a step of ``run_id`` leads on this host, if one is still alive.
+def _find_stale_group(marks: set[bytes], limit: int = PROC_SCAN_LIMIT) -> int | None:
+    """The process group a step leads on this host, if one is still alive.
 
     Each step's command leads a session of its own (pid = group id) and carries
-    its run id and step name in its environment.
+    its run id, pipeline and step name in its environment.
     """
-    wanted = {f"ANSFLOW_RUN_ID={run_id}".encode(), f"ANSFLOW_STEP={step_name}".encode()}
     try:
         entries = [e for e in os.listdir("/proc")[:limit] if e.isdigit()]
     except OSError:
         return None
-    for entry in entries:
-        pid = int(entry)
-        try:
-            if os.getpgid(pid) != pid:
-                continue
-            environ = set(Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"))
-        except OSError:
-            continue
-        if wanted <= environ:
-            return pid
-    return None
+    return next((int(e) for e in entries if _leads_step_group(int(e), marks)), None)
