@@ -17,6 +17,10 @@ as nothing in it can wait:
   COMMIT; every ``CHECKPOINT_EVERY`` commits a :class:`Checkpointer` does,
   on a connection of its own in a worker thread, while the loop goes on.
 * A script goes to the thread (it may be long, and it commits what is open).
+* The connection's locks (one user at a time; writers held off during a
+  checkpoint) are :class:`~storage.barging_lock.BargingLock`: a transaction
+  that finds them free takes them, instead of queueing behind waiters that
+  have been woken but have not yet run.
 
 Statements outside transactions are one call in the thread each, as before.
 Everything else is Tortoise's own client (``tortoise.backends.sqlite``).
@@ -44,6 +48,8 @@ from tortoise.backends.sqlite.client import (
 )
 from tortoise.exceptions import TransactionManagementError
 
+from storage.barging_lock import BargingLock
+
 log = logging.getLogger(__name__)
 
 # Commits between two checkpoints: a few megabytes of WAL at most.
@@ -58,6 +64,10 @@ class InlineSqliteClient(SqliteClient):
     _commits = 0
     checkpointer: Checkpointer | None = None
     _writes: asyncio.Lock | None = None
+
+    def __init__(self, file_path: str, **kwargs: Any) -> None:
+        super().__init__(file_path, **kwargs)
+        self._lock = BargingLock()  # see storage/barging_lock.py
 
     async def create_connection(self, with_db: bool) -> None:
         if self._connection:
@@ -91,7 +101,7 @@ class InlineSqliteClient(SqliteClient):
     def writes(self) -> asyncio.Lock:
         """Held by each transaction, and by a checkpoint while it holds writers off."""
         if self._writes is None:
-            self._writes = asyncio.Lock()
+            self._writes = BargingLock()
         return self._writes
 
     def after_commit(self) -> None:
