@@ -163,7 +163,8 @@ class LiveLog:
         while not self._closing:
             woke = False
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), BATCH_EVERY)
+                async with asyncio.timeout(BATCH_EVERY):
+                    await self._wake.wait()
                 woke = True
             self._wake.clear()
             if self._closing:

@@ -669,7 +669,8 @@ class Engine:
         try:
             snapshot = await self.snapshot(run_id)
             if snapshot.status not in RUN_TERMINAL:
-                await asyncio.wait_for(event.wait(), timeout=timeout)
+                async with asyncio.timeout(timeout):
+                    await event.wait()
                 final = self._final.pop(run_id, None)
                 snapshot = final if final is not None else await self.snapshot(run_id)
             return snapshot

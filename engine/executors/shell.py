@@ -244,20 +244,23 @@ class ShellExecutor:
             first = min(timeout, RECORD_PID_AFTER)
             if not await _exits_within(exited, first):
                 await record_pid()
-                await asyncio.wait_for(exited.wait(), timeout=timeout - first)
+                async with asyncio.timeout(timeout - first):
+                    await exited.wait()
         except TimeoutError:
             timed_out = True
             await _terminate(process, exited)
         # Whatever the command left behind in its group goes with it.
         _kill_group(process.pid, signal.SIGKILL)
         try:
-            await asyncio.wait_for(reader, timeout=DRAIN_TIMEOUT)
+            async with asyncio.timeout(DRAIN_TIMEOUT):
+                await reader
         except TimeoutError:
             live.append("\n[output truncated: a process kept the output pipe open]\n")
         await live.close()
         text = self._mask(output.text())
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(process.wait(), timeout=DRAIN_TIMEOUT)
+            async with asyncio.timeout(DRAIN_TIMEOUT):
+                await process.wait()
         code = process.returncode
         if running.cancelled:
             return StepOutcome(StepStatus.CANCELLED, code, "cancelled", text, output.dropped)
@@ -276,7 +279,8 @@ class ShellExecutor:
 
 async def _exits_within(exited: asyncio.Event, seconds: float) -> bool:
     try:
-        await asyncio.wait_for(exited.wait(), timeout=seconds)
+        async with asyncio.timeout(seconds):
+            await exited.wait()
     except TimeoutError:
         return False
     return True
