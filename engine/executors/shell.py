@@ -75,6 +75,7 @@ class ShellExecutor:
         self.workspaces = workspaces
         self._bus = bus
         self._running: dict[int, _Running] = {}
+        self._starting = 0  # steps between "start" and registered in _running
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopped = False
         self._finishing: set[asyncio.Task[Any]] = set()
@@ -183,8 +184,12 @@ class ShellExecutor:
             workspace=str(workdir) if self.workspaces is not None and workdir else None,
         )
         output = self._live_log(ctx)
+        alone = not self._starting and all(r.exited.is_set() for r in self._running.values())
+        self._starting += 1
         try:
-            process, stdout, exited = await start_shell(spec.run, env, workdir, prepare)
+            process, stdout, exited = await start_shell(
+                spec.run, env, workdir, prepare, on_loop=alone
+            )
         except PrepareFailed as exc:
             reason = f"could not create the run's workspace: {exc}"
             await ctx.finish(StepOutcome(StepStatus.FAILED, reason=reason))
@@ -192,6 +197,8 @@ class ShellExecutor:
         except OSError as exc:
             await ctx.finish(StepOutcome(StepStatus.FAILED, reason=f"could not start: {exc}"))
             return
+        finally:
+            self._starting -= 1
         running = _Running(ctx.run_id, process, exited, output)
         self._running[ctx.step_id] = running
 

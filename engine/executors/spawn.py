@@ -1,9 +1,13 @@
 """Starting a step's ``/bin/sh -c`` in a session of its own, without stalling the loop.
 
-Forking holds the calling thread until the child has exec'd: a millisecond on
-a quiet machine, several on a busy one, and the whole event loop waits with
-it. The fork releases the GIL, so here it happens in a worker thread; the
-output pipe joins the loop, and the exit is seen through a pidfd, then reaped.
+Forking holds the calling thread until the child has exec'd: half a
+millisecond on a quiet machine, several on a busy one, and the whole event
+loop waits with it. The fork releases the GIL, so it happens in a worker
+thread; the output pipe joins the loop, and the exit is seen through a pidfd,
+then reaped. The hand-off to the thread and back costs about as much again,
+so a step that starts alone (``on_loop``: nothing else starting or running
+here) forks on the loop's thread instead: that is a lone run's latency, and
+with nothing else running the loop has little else to do meanwhile.
 Where pidfds are missing (not Linux, or an old kernel) asyncio's own
 subprocess support does it in the loop, as before.
 
@@ -36,7 +40,7 @@ class StepProcess(Protocol):
 
 
 class _ThreadStarted:
-    """A process started by :func:`_start_in_thread`."""
+    """A process started by :func:`_start_with_pidfd`."""
 
     def __init__(self, popen: subprocess.Popen[bytes], exited: asyncio.Event) -> None:
         self._popen = popen
@@ -79,14 +83,17 @@ async def start_shell(
     env: dict[str, str],
     workdir: Path | None,
     prepare: Callable[[], object] | None = None,
+    *,
+    on_loop: bool = False,
 ) -> tuple[StepProcess, asyncio.StreamReader, asyncio.Event]:
     """The process, its output (stdout and stderr together), and an event set when it exits.
 
     ``prepare`` (making ``workdir``, say) runs first, in the thread that forks:
     one hand-off to a thread instead of two. If it raises, :class:`PrepareFailed`.
+    ``on_loop`` forks on the loop's thread, with no hand-off (see above).
     """
     if PIDFDS:
-        return await _start_in_thread(command, env, workdir, prepare)
+        return await _start_with_pidfd(command, env, workdir, prepare, on_loop)
     if prepare is not None:
         await asyncio.to_thread(_prepared, prepare)
     return await _start_in_loop(command, env, workdir)
@@ -99,11 +106,12 @@ def _prepared(prepare: Callable[[], object]) -> None:
         raise PrepareFailed(str(exc)) from exc
 
 
-async def _start_in_thread(
+async def _start_with_pidfd(
     command: str,
     env: dict[str, str],
     workdir: Path | None,
     prepare: Callable[[], object] | None,
+    on_loop: bool,
 ) -> tuple[StepProcess, asyncio.StreamReader, asyncio.Event]:
     loop = asyncio.get_running_loop()
 
@@ -120,17 +128,7 @@ async def _start_in_thread(
             start_new_session=True,
         )
 
-    starting = loop.run_in_executor(None, start)
-    try:
-        popen = await asyncio.shield(starting)
-    except asyncio.CancelledError:
-        # Cancelled while the thread forks: the process exists or soon will; end it.
-        with contextlib.suppress(Exception):
-            late = await starting
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(late.pid, signal.SIGKILL)
-            late.wait(timeout=5)
-        raise
+    popen = start() if on_loop else await _in_thread(loop, start)
     exited = asyncio.Event()
     try:
         pidfd = os.pidfd_open(popen.pid)
@@ -152,6 +150,22 @@ async def _start_in_thread(
         lambda: asyncio.StreamReaderProtocol(reader, loop=loop), popen.stdout
     )
     return _ThreadStarted(popen, exited), reader, exited
+
+
+async def _in_thread(
+    loop: asyncio.AbstractEventLoop, start: Callable[[], subprocess.Popen[bytes]]
+) -> subprocess.Popen[bytes]:
+    starting = loop.run_in_executor(None, start)
+    try:
+        return await asyncio.shield(starting)
+    except asyncio.CancelledError:
+        # Cancelled while the thread forks: the process exists or soon will; end it.
+        with contextlib.suppress(Exception):
+            late = await starting
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(late.pid, signal.SIGKILL)
+            late.wait(timeout=5)
+        raise
 
 
 class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
