@@ -6,20 +6,28 @@ moment every run is done (one list request every 50 ms watches that), with the
 POST latency p50/p95. On SQLite, on a throwaway PostgreSQL with production
 durability (fsync on), and on two replicas sharing that PostgreSQL (clients
 alternate between them; runs that do not end ``success`` are counted).
+
+``--vs COMMAND`` measures this build and another ``ansflow`` (an older build,
+say) in turn, ``ROUNDS`` loads each on SQLite and on one PostgreSQL replica,
+each load on a fresh server and database, the order alternating (this, other,
+other, this, ...); it prints every load and the medians of each build.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import aiohttp
 
 from bench.serve_proc import (
+    ANSFLOW,
     bearer,
     count_runs,
     machine_note,
@@ -28,6 +36,7 @@ from bench.serve_proc import (
     percentile,
     post_quick,
     postgres_url,
+    postgres_urls,
     serving,
     write_pipelines,
 )
@@ -36,9 +45,16 @@ RUNS = 200
 CLIENTS = 20
 WATCH_EVERY = 0.05
 DEADLINE = 300.0
+ROUNDS = 3
 
 
-async def load(urls: list[str], label: str) -> None:
+class Figures(NamedTuple):
+    runs_per_second: float
+    post_p50: float
+    post_p95: float
+
+
+async def load(urls: list[str], label: str) -> Figures:
     headers = bearer()
     latencies: list[float] = []
     per_client = RUNS // CLIENTS
@@ -71,12 +87,13 @@ async def load(urls: list[str], label: str) -> None:
         f"POST p50 {ms(percentile(latencies, 0.5))}, p95 {ms(percentile(latencies, 0.95))}",
         flush=True,
     )
+    return Figures(done / took, percentile(latencies, 0.5), percentile(latencies, 0.95))
 
 
-async def on_one(label: str, database_url: str, folder: Path) -> None:
+async def on_one(label: str, database_url: str, folder: Path, command: str = ANSFLOW) -> Figures:
     pipelines = write_pipelines(folder)
-    async with serving(folder, database_url, pipelines) as server:
-        await load([server.url], label)
+    async with serving(folder, database_url, pipelines, command) as server:
+        return await load([server.url], label)
 
 
 async def on_two(database_url: str, folder: Path) -> None:
@@ -87,8 +104,45 @@ async def on_two(database_url: str, folder: Path) -> None:
         await load([first.url, second.url], "2 replicas on one PostgreSQL")
 
 
+async def pair(label: str, database_urls: list[str], folder: Path, other: str) -> None:
+    """``ROUNDS`` loads on this build and on ``other``, in turn (see the module's docstring)."""
+    builds = (("this build", ANSFLOW), (f"vs {other}", other))
+    measured: list[list[Figures]] = [[], []]
+    for i in range(2 * ROUNDS):
+        k = (i + i // 2) % 2  # this, other, other, this, this, other, ...
+        name, command = builds[k]
+        where = folder / f"load-{i}"
+        where.mkdir()
+        figures = await on_one(f"{label}, {name}", database_urls[i], where, command)
+        measured[k].append(figures)
+    for (name, _), loads in zip(builds, measured, strict=True):
+        print(
+            f"throughput, {label}, {name}: median of {len(loads)} loads "
+            f"{statistics.median(f.runs_per_second for f in loads):.0f} runs/s, "
+            f"POST p50 {ms(statistics.median(f.post_p50 for f in loads))}, "
+            f"p95 {ms(statistics.median(f.post_p95 for f in loads))}",
+            flush=True,
+        )
+
+
+async def main_pair(other: str) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        urls = [f"sqlite://{Path(folder) / f'tp{i}.db'}" for i in range(2 * ROUNDS)]
+        await pair("SQLite", urls, Path(folder), other)
+    names = [f"tp{i}" for i in range(2 * ROUNDS)]
+    with postgres_urls(*names) as pg, tempfile.TemporaryDirectory() as folder:
+        if not pg:
+            print("throughput, PostgreSQL: skipped (no PostgreSQL programs)", flush=True)
+            return
+        await pair("PostgreSQL", pg, Path(folder), other)
+
+
 async def main(argv: list[str] | None = None) -> None:
+    args = argv or []
     print(machine_note(), flush=True)
+    if args[:1] == ["--vs"] and len(args) == 2:
+        await main_pair(args[1])
+        return
     if not await on_sqlite_and_postgres("throughput", "tp", on_one):
         return
     with postgres_url("tp2") as url, tempfile.TemporaryDirectory() as folder:

@@ -130,7 +130,7 @@ async def _wait_healthy(url: str, process: asyncio.subprocess.Process) -> None:
 
 
 async def on_sqlite_and_postgres(
-    what: str, name: str, measure: Callable[[str, str, Path], Awaitable[None]]
+    what: str, name: str, measure: Callable[[str, str, Path], Awaitable[object]]
 ) -> bool:
     """``measure(label, database_url, folder)`` on SQLite, then on a throwaway PostgreSQL.
 
