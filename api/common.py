@@ -48,10 +48,15 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     return body
 
 
-async def visible_run(request: web.Request, run_id: int) -> tuple[Run, list[StepRun]]:
-    """The run and its steps, if the token's user may see it (404/403 otherwise)."""
+async def visible_run(
+    request: web.Request, run_id: int, *, with_logs: bool = False
+) -> tuple[Run, list[StepRun]]:
+    """The run and its steps, if the token's user may see it (404/403 otherwise).
+
+    The steps' whole logs are read only ``with_logs``.
+    """
     core = core_of(request)
-    loaded = await store.read_run_and_steps(run_id)
+    loaded = await store.read_run_and_steps(run_id, with_logs=with_logs)
     if loaded is None:
         raise ApiError(404, f"There is no run with id {run_id}.")
     run, steps = loaded

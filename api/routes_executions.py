@@ -119,7 +119,7 @@ async def _log_of(request: web.Request, step: StepRun) -> str:
 
 
 async def execution_logs(request: web.Request) -> web.Response:
-    run, steps = await visible_run(request, path_id(request))
+    run, steps = await visible_run(request, path_id(request), with_logs=True)
     wanted = request.query.get("step")
     if wanted is not None:
         chosen = [s for s in steps if wanted in (s.name, s.path)]

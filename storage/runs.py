@@ -81,10 +81,18 @@ async def read_steps(run_id: int, conn: BaseDBAsyncClient | None = None) -> list
 
 
 async def read_run_and_steps(
-    run_id: int, conn: BaseDBAsyncClient | None = None
+    run_id: int, conn: BaseDBAsyncClient | None = None, *, with_logs: bool = False
 ) -> tuple[Run, list[StepRun]] | None:
-    """The run and its steps (by position), read in one statement."""
-    return await sql.select_with_children(_conn(conn), Run, StepRun, "run_id", "position", run_id)
+    """The run and its steps (by position), read in one statement.
+
+    Without ``with_logs`` the steps' whole logs (up to a megabyte each) are not
+    read, and their rows have no ``log``: the engine reads the run at every
+    step boundary, and needs only the tails.
+    """
+    leave_out = () if with_logs else ("log",)
+    return await sql.select_with_children(
+        _conn(conn), Run, StepRun, "run_id", "position", run_id, leave_out
+    )
 
 
 def _status_guard(sources: Collection[str]) -> str:

@@ -159,14 +159,19 @@ async def select_with_children(
     foreign_key: str,
     order_by: str,
     parent_id: int,
+    leave_out: tuple[str, ...] = (),
 ) -> tuple[M, list[Any]] | None:
-    """One row of ``parent`` and its ``child`` rows in one statement (a LEFT JOIN)."""
-    template = _join_template(parent, child, foreign_key, order_by)
+    """One row of ``parent`` and its ``child`` rows in one statement (a LEFT JOIN).
+
+    The children's ``leave_out`` columns are not read: their objects lack those
+    attributes (reading one raises ``AttributeError``), so none must be saved whole.
+    """
+    template = _join_template(parent, child, foreign_key, order_by, leave_out)
     _, rows = await conn.execute_query(_sql(conn, template), [parent_id])
     if not rows:
         return None
     parent_columns = ("id", *table_of(parent).columns)
-    child_columns = ("id", *table_of(child).columns)
+    child_columns = _child_columns(child, leave_out)
     first = rows[0]
     found = parent._init_from_db(**{c: first[f"p.{c}"] for c in parent_columns})
     children = [
@@ -177,13 +182,21 @@ async def select_with_children(
     return found, children
 
 
+def _child_columns(child: type[Model], leave_out: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(c for c in ("id", *table_of(child).columns) if c not in leave_out)
+
+
 @functools.cache
 def _join_template(
-    parent_model: type[Model], child_model: type[Model], foreign_key: str, order_by: str
+    parent_model: type[Model],
+    child_model: type[Model],
+    foreign_key: str,
+    order_by: str,
+    leave_out: tuple[str, ...],
 ) -> str:
     parent, child = table_of(parent_model), table_of(child_model)
     chosen = [f'p."{c}" AS "p.{c}"' for c in ("id", *parent.columns)]
-    chosen += [f'c."{c}" AS "c.{c}"' for c in ("id", *child.columns)]
+    chosen += [f'c."{c}" AS "c.{c}"' for c in _child_columns(child_model, leave_out)]
     return (
         f'SELECT {",".join(chosen)} FROM "{parent.name}" p '  # noqa: S608  (our names)
         f'LEFT JOIN "{child.name}" c ON c."{foreign_key}" = p."id" '

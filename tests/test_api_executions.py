@@ -221,6 +221,26 @@ async def test_logs_as_plain_text(sqlite_url: str, pipelines_dir: Path) -> None:
         assert (await api.call("GET", f"{E}12345/logs/")).status == 404
 
 
+async def test_the_logs_give_the_whole_output_the_execution_its_tail(
+    sqlite_url: str, pipelines_dir: Path
+) -> None:
+    write_pipeline(
+        pipelines_dir,
+        "chatty",
+        "name: chatty\nsteps:\n"
+        "  - name: count\n    run: 'for i in $(seq 1 300); do echo line $i; done'\n"
+        "  - name: after\n    run: echo done\n",
+    )
+    async with api_server(sqlite_url, pipelines_dir) as api:
+        run = (await api.call("POST", E, json={"pipeline": "chatty"})).body
+        done = await api.wait_finished(run["id"])
+        assert done["status"] == "success"
+        tail = done["steps"][0]["log_tail"].splitlines()
+        assert tail[-1] == "line 300" and len(tail) < 300
+        whole = await api.call("GET", f"{E}{run['id']}/logs/?step=count")
+        assert whole.text.splitlines() == [f"line {i}" for i in range(1, 301)]
+
+
 async def test_inactive_tool_refuses_with_409(database_url: str, pipelines_dir: Path) -> None:
     write_pipeline(
         pipelines_dir,
