@@ -4,7 +4,9 @@ Each figure is the median wall time of fresh ``ansflow`` processes (the
 installed console script), after warm-up runs that also apply the
 migrations: ``ansflow --help``; ``ansflow run`` of a 1-step pipeline
 (``true``) on SQLite; and the marginal cost of a step, from pipelines of
-``BASE`` and ``BASE + 10`` steps. Output goes to a pipe, as in scripts and CI.
+``BASE`` and ``BASE + EXTRA`` steps (the start of a process varies by a
+hundred milliseconds here, so the extra steps must add several hundred).
+Output goes to a pipe, as in scripts and CI.
 ``COMMAND`` times another ``ansflow`` (e.g. a wrapper running an older checkout).
 
 The runs of the two long pipelines alternate, so a change of the shared
@@ -27,6 +29,7 @@ ANSFLOW = str(Path(sys.executable).parent / "ansflow")
 RUNS = 15
 WARMUP = 2
 BASE = 10
+EXTRA = 50
 LABELS = ("from medians", "from minimums", "from pairs", "CPU")
 
 
@@ -86,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"(load average {load1:.1f} / {load5:.1f}, {os.cpu_count()} CPUs)", flush=True)
     with tempfile.TemporaryDirectory() as folder:
         cwd = Path(folder)
-        for name, steps in (("one", 1), ("base", BASE), ("more", BASE + 10)):
+        for name, steps in (("one", 1), ("base", BASE), ("more", BASE + EXTRA)):
             (cwd / name).mkdir()  # a folder each: a run parses only its own file
             (cwd / name / f"{name}.yml").write_text(pipeline(name, steps))
         figure("ansflow --help", timed(["--help"], cwd, runs, command))
@@ -96,13 +99,13 @@ def main(argv: list[str] | None = None) -> None:
         more_args = ["run", "more", "--pipelines", "more"]
         base, more = timed_alternately([base_args, more_args], cwd, runs, command)
         figure(f"ansflow run, {BASE} steps", base)
-        figure(f"ansflow run, {BASE + 10} steps", more)
+        figure(f"ansflow run, {BASE + EXTRA} steps", more)
         pairs = [m - b for m, b in zip(more[0], base[0], strict=True)]
         per_step = [
-            (statistics.median(more[0]) - statistics.median(base[0])) / 10,
-            (min(more[0]) - min(base[0])) / 10,
-            statistics.median(pairs) / 10,
-            (statistics.median(more[1]) - statistics.median(base[1])) / 10,
+            (statistics.median(more[0]) - statistics.median(base[0])) / EXTRA,
+            (min(more[0]) - min(base[0])) / EXTRA,
+            statistics.median(pairs) / EXTRA,
+            (statistics.median(more[1]) - statistics.median(base[1])) / EXTRA,
         ]
         print(
             "marginal step: "
