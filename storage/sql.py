@@ -172,12 +172,14 @@ async def select_with_children(
         return None
     parent_columns = ("id", *table_of(parent).columns)
     child_columns = _child_columns(child, leave_out)
-    first = rows[0]
-    found = parent._init_from_db(**{c: first[f"p.{c}"] for c in parent_columns})
+    # By position: the parent's columns, then the child's, as the template chose them.
+    width = len(parent_columns)
+    values = [tuple(row) for row in rows]
+    found = parent._init_from_db(**dict(zip(parent_columns, values[0][:width], strict=True)))
     children = [
-        child._init_from_db(**{c: row[f"c.{c}"] for c in child_columns})
-        for row in rows
-        if row["c.id"] is not None
+        child._init_from_db(**dict(zip(child_columns, row[width:], strict=True)))
+        for row in values
+        if row[width] is not None  # the child's id: None when the parent has no children
     ]
     return found, children
 
