@@ -2,8 +2,9 @@
 
 What the server relies on: never two holders; a free lock is taken at once
 even while woken waiters have yet to run (so a queue, once formed, drains
-instead of holding every later transaction); every waiter gets the lock in
-the end, also when one that was woken is cancelled.
+instead of holding every later transaction), and a queue of holders that do
+not yield drains in one turn of the loop; every waiter gets the lock in the
+end, also when one that was woken is cancelled.
 """
 
 from __future__ import annotations
@@ -65,6 +66,26 @@ async def test_a_newcomer_takes_the_free_lock_before_a_woken_waiter_runs() -> No
     await asyncio.wait_for(waiter, 1)
     assert lock.locked()
     lock.release()
+
+
+async def test_a_queue_of_short_holders_drains_in_one_turn() -> None:
+    # A checkpoint held writers off; meanwhile transactions queued. Each holds the
+    # lock without yielding: all of them run on the loop's next turn, not one per turn.
+    lock = BargingLock()
+    await lock.acquire()
+    done: list[int] = []
+
+    async def transaction(number: int) -> None:
+        async with lock:
+            done.append(number)
+
+    waiters = [asyncio.create_task(transaction(n)) for n in range(5)]
+    await asyncio.sleep(0)  # all queued
+    lock.release()
+    await asyncio.sleep(0)  # one turn
+    assert sorted(done) == [0, 1, 2, 3, 4]
+    await asyncio.gather(*waiters)
+    assert not lock.locked()
 
 
 async def test_a_woken_waiter_that_is_cancelled_passes_the_wake_up_on() -> None:
