@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -32,8 +31,9 @@ from bench.serve_proc import (
     median,
     ms,
     on_sqlite_and_postgres,
+    on_sqlite_and_postgres_databases,
+    other_build,
     post_quick,
-    postgres_urls,
     serving,
     write_pipelines,
 )
@@ -119,23 +119,16 @@ async def measure_pair(label: str, urls: list[str], folder: Path, other: str) ->
 
 
 async def main(argv: list[str] | None = None) -> None:
-    args = argv or []
     print(machine_note(), flush=True)
-    if args[:1] == ["--vs"] and len(args) == 2:
-        await main_pair(args[1])
+    other = other_build(argv or [])
+    if other is None:
+        await on_sqlite_and_postgres("seed measurement", "seed", measure)
         return
-    await on_sqlite_and_postgres("seed measurement", "seed", measure)
 
+    async def pair(label: str, urls: list[str], folder: Path) -> None:
+        await measure_pair(label, urls, folder, other)
 
-async def main_pair(other: str) -> None:
-    with tempfile.TemporaryDirectory() as folder:
-        urls = [f"sqlite://{Path(folder) / name}.db" for name in ("this", "other")]
-        await measure_pair("SQLite", urls, Path(folder), other)
-    with postgres_urls("seed_this", "seed_other") as pg, tempfile.TemporaryDirectory() as folder:
-        if not pg:
-            print("seed measurement, PostgreSQL: skipped (no PostgreSQL programs)")
-            return
-        await measure_pair("PostgreSQL", pg, Path(folder), other)
+    await on_sqlite_and_postgres_databases("seed measurement", ["seed_this", "seed_other"], pair)
 
 
 if __name__ == "__main__":

@@ -33,10 +33,11 @@ from bench.serve_proc import (
     machine_note,
     ms,
     on_sqlite_and_postgres,
+    on_sqlite_and_postgres_databases,
+    other_build,
     percentile,
     post_quick,
     postgres_url,
-    postgres_urls,
     serving,
     write_pipelines,
 )
@@ -125,23 +126,16 @@ async def pair(label: str, database_urls: list[str], folder: Path, other: str) -
         )
 
 
-async def main_pair(other: str) -> None:
-    with tempfile.TemporaryDirectory() as folder:
-        urls = [f"sqlite://{Path(folder) / f'tp{i}.db'}" for i in range(2 * ROUNDS)]
-        await pair("SQLite", urls, Path(folder), other)
-    names = [f"tp{i}" for i in range(2 * ROUNDS)]
-    with postgres_urls(*names) as pg, tempfile.TemporaryDirectory() as folder:
-        if not pg:
-            print("throughput, PostgreSQL: skipped (no PostgreSQL programs)", flush=True)
-            return
-        await pair("PostgreSQL", pg, Path(folder), other)
-
-
 async def main(argv: list[str] | None = None) -> None:
-    args = argv or []
     print(machine_note(), flush=True)
-    if args[:1] == ["--vs"] and len(args) == 2:
-        await main_pair(args[1])
+    other = other_build(argv or [])
+    if other is not None:
+
+        async def loads(label: str, urls: list[str], folder: Path) -> None:
+            await pair(label, urls, folder, other)
+
+        names = [f"tp{i}" for i in range(2 * ROUNDS)]
+        await on_sqlite_and_postgres_databases("throughput", names, loads)
         return
     if not await on_sqlite_and_postgres("throughput", "tp", on_one):
         return

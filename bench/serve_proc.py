@@ -129,6 +129,11 @@ async def _wait_healthy(url: str, process: asyncio.subprocess.Process) -> None:
     raise RuntimeError("ansflow serve did not become healthy within 60 s")
 
 
+def other_build(argv: list[str]) -> str | None:
+    """``COMMAND`` when the arguments are ``--vs COMMAND`` (another build to compare with)."""
+    return argv[1] if len(argv) == 2 and argv[0] == "--vs" else None
+
+
 async def on_sqlite_and_postgres(
     what: str, name: str, measure: Callable[[str, str, Path], Awaitable[object]]
 ) -> bool:
@@ -136,13 +141,26 @@ async def on_sqlite_and_postgres(
 
     False, once it has said so, when there are no PostgreSQL programs.
     """
+
+    async def on_one(label: str, urls: list[str], folder: Path) -> None:
+        await measure(label, urls[0], folder)
+
+    return await on_sqlite_and_postgres_databases(what, [name], on_one)
+
+
+async def on_sqlite_and_postgres_databases(
+    what: str, names: list[str], measure: Callable[[str, list[str], Path], Awaitable[object]]
+) -> bool:
+    """``measure(label, database_urls, folder)``, a database per name: SQLite files, then
+    databases on one throwaway PostgreSQL (False, once said, without PostgreSQL programs)."""
     with tempfile.TemporaryDirectory() as folder:
-        await measure("SQLite", f"sqlite://{Path(folder) / name}.db", Path(folder))
-    with postgres_url(name) as url, tempfile.TemporaryDirectory() as folder:
-        if url is None:
+        urls = [f"sqlite://{Path(folder) / name}.db" for name in names]
+        await measure("SQLite", urls, Path(folder))
+    with postgres_urls(*names) as pg, tempfile.TemporaryDirectory() as folder:
+        if not pg:
             print(f"{what}, PostgreSQL: skipped (no PostgreSQL programs)", flush=True)
             return False
-        await measure("PostgreSQL", url, Path(folder))
+        await measure("PostgreSQL", pg, Path(folder))
     return True
 
 

@@ -20,7 +20,7 @@ as nothing in it can wait:
 * The connection's locks (one user at a time; writers held off during a
   checkpoint) are :class:`~storage.barging_lock.BargingLock`: a transaction
   that finds them free takes them, instead of queueing behind waiters that
-  have been woken but have not yet run.
+  have been woken but have not yet run, and a release wakes every waiter.
 
 Statements outside transactions are one call in the thread each, as before.
 Everything else is Tortoise's own client (``tortoise.backends.sqlite``).

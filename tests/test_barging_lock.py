@@ -27,6 +27,15 @@ def took_at_once(lock: asyncio.Lock) -> bool:
     return False
 
 
+async def held_with_waiters(count: int) -> tuple[BargingLock, list[asyncio.Task[bool]]]:
+    """A held lock, and ``count`` tasks queued for it."""
+    lock = BargingLock()
+    await lock.acquire()
+    waiters = [asyncio.create_task(lock.acquire()) for _ in range(count)]
+    await asyncio.sleep(0)  # they run up to the queue
+    return lock, waiters
+
+
 async def test_never_two_holders_and_every_task_gets_its_turn() -> None:
     lock = BargingLock()
     inside = 0
@@ -54,10 +63,7 @@ async def test_never_two_holders_and_every_task_gets_its_turn() -> None:
 async def test_a_newcomer_takes_the_free_lock_before_a_woken_waiter_runs() -> None:
     # With asyncio.Lock the newcomer would queue behind the woken waiter and wait a
     # turn of the loop although the lock is free.
-    lock = BargingLock()
-    await lock.acquire()
-    waiter = asyncio.create_task(lock.acquire())
-    await asyncio.sleep(0)  # the waiter is queued
+    lock, (waiter,) = await held_with_waiters(1)
     lock.release()  # wakes it; it runs on the next turn
     # This task, running on in the same turn, takes the free lock without waiting.
     assert took_at_once(lock)
@@ -89,11 +95,7 @@ async def test_a_queue_of_short_holders_drains_in_one_turn() -> None:
 
 
 async def test_a_woken_waiter_that_is_cancelled_passes_the_wake_up_on() -> None:
-    lock = BargingLock()
-    await lock.acquire()
-    first = asyncio.create_task(lock.acquire())
-    second = asyncio.create_task(lock.acquire())
-    await asyncio.sleep(0)
+    lock, (first, second) = await held_with_waiters(2)
     lock.release()  # wakes `first` ...
     first.cancel()  # ... which is cancelled before it runs
     await asyncio.wait_for(second, 1)  # no further release needed
@@ -103,11 +105,7 @@ async def test_a_woken_waiter_that_is_cancelled_passes_the_wake_up_on() -> None:
 
 
 async def test_a_cancelled_waiter_leaves_the_queue() -> None:
-    lock = BargingLock()
-    await lock.acquire()
-    gone = asyncio.create_task(lock.acquire())
-    stays = asyncio.create_task(lock.acquire())
-    await asyncio.sleep(0)
+    lock, (gone, stays) = await held_with_waiters(2)
     gone.cancel()
     await asyncio.gather(gone, return_exceptions=True)
     lock.release()
