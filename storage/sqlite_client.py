@@ -22,7 +22,12 @@ as nothing in it can wait:
   that finds them free takes them, instead of queueing behind waiters that
   have been woken but have not yet run, and a release wakes every waiter.
 
-Statements outside transactions are one call in the thread each, as before.
+A statement outside a transaction (a read, or a write that commits alone)
+runs on the loop's thread too, the same way: tried with no busy timeout, and
+sent to aiosqlite's thread only if another process holds a lock it needs. A
+read in WAL mode waits for nothing else, and a write commits without waiting
+for the disk, as above.
+
 Everything else is Tortoise's own client (``tortoise.backends.sqlite``).
 """
 
@@ -96,6 +101,42 @@ class InlineSqliteClient(SqliteClient):
 
     def _in_transaction(self) -> TransactionContext:
         return _Gated(SqliteTransactionContext(InlineTransaction(self), self._lock), self.writes)
+
+    async def _alone(self, work: Callable[[sqlite3.Connection], T], query: str) -> T:
+        """``work`` as a statement of its own: on this thread unless it would wait.
+
+        A PRAGMA goes to the thread as before: it may set the busy timeout that
+        trying at once sets aside.
+        """
+        async with self.acquire_connection() as connection:
+            raw = connection._conn
+            pragma = query.lstrip()[:6].upper() == "PRAGMA"
+            if self._inline_commit and not pragma and not raw.in_transaction:
+                done = _at_once(raw, work)
+                if done is not _WOULD_WAIT:
+                    return done  # type: ignore[return-value]
+            return await _in_thread(connection, lambda: work(raw))
+
+    @translate_exceptions
+    async def execute_query(
+        self, query: str, values: list[Any] | None = None
+    ) -> tuple[int, Sequence[dict[str, Any]]]:
+        query = query.replace("\x00", "'||CHAR(0)||'")
+        self.log.debug("%s: %s", query, values)
+        return await self._alone(_query_work(query, values), query)
+
+    @translate_exceptions
+    async def execute_query_dict(
+        self, query: str, values: list[Any] | None = None
+    ) -> list[dict[str, Any]]:
+        query = query.replace("\x00", "'||CHAR(0)||'")
+        self.log.debug("%s: %s", query, values)
+        return await self._alone(_dict_work(query, values), query)
+
+    @translate_exceptions
+    async def execute_insert(self, query: str, values: list[Any]) -> int:
+        self.log.debug("%s: %s", query, values)
+        return await self._alone(_insert_work(query, values), query)
 
     @property
     def writes(self) -> asyncio.Lock:
@@ -240,12 +281,7 @@ class InlineTransaction(SqliteTransactionWrapper):
         query = query.replace("\x00", "'||CHAR(0)||'")
         self.log.debug("%s: %s", query, values)
 
-        def work(raw: sqlite3.Connection) -> tuple[int, Sequence[dict[str, Any]]]:
-            start = raw.total_changes
-            rows = raw.execute(query, values or []).fetchall()
-            return (raw.total_changes - start) or len(rows), rows
-
-        return await self._run(work)
+        return await self._run(_query_work(query, values))
 
     @translate_exceptions
     async def execute_query_dict(
@@ -253,19 +289,12 @@ class InlineTransaction(SqliteTransactionWrapper):
     ) -> list[dict[str, Any]]:
         query = query.replace("\x00", "'||CHAR(0)||'")
         self.log.debug("%s: %s", query, values)
-        return await self._run(
-            lambda raw: [dict(row) for row in raw.execute(query, values or []).fetchall()]
-        )
+        return await self._run(_dict_work(query, values))
 
     @translate_exceptions
     async def execute_insert(self, query: str, values: list[Any]) -> int:
         self.log.debug("%s: %s", query, values)
-
-        def work(raw: sqlite3.Connection) -> int:
-            raw.execute(query, values).fetchall()
-            return int(raw.execute("SELECT last_insert_rowid()").fetchall()[0][0])
-
-        return await self._run(work)
+        return await self._run(_insert_work(query, values))
 
     @translate_exceptions
     async def execute_many(self, query: str, values: list[list[Any]]) -> None:
@@ -343,6 +372,59 @@ def _end_leftover(raw: sqlite3.Connection) -> None:
         raw.execute("ROLLBACK")
 
 
+def _query_work(
+    query: str, values: list[Any] | None
+) -> Callable[[sqlite3.Connection], tuple[int, Sequence[dict[str, Any]]]]:
+    def work(raw: sqlite3.Connection) -> tuple[int, Sequence[dict[str, Any]]]:
+        start = raw.total_changes
+        rows = raw.execute(query, values or []).fetchall()
+        return (raw.total_changes - start) or len(rows), rows
+
+    return work
+
+
+def _dict_work(
+    query: str, values: list[Any] | None
+) -> Callable[[sqlite3.Connection], list[dict[str, Any]]]:
+    return lambda raw: [dict(row) for row in raw.execute(query, values or []).fetchall()]
+
+
+def _insert_work(query: str, values: list[Any]) -> Callable[[sqlite3.Connection], int]:
+    def work(raw: sqlite3.Connection) -> int:
+        raw.execute(query, values).fetchall()
+        return int(raw.execute("SELECT last_insert_rowid()").fetchall()[0][0])
+
+    return work
+
+
+_WOULD_WAIT = object()
+
+
+def _is_lock_taken(exc: sqlite3.OperationalError) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED, extended codes included (e.g. BUSY_RECOVERY)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def _at_once(raw: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T | object:
+    """``work()`` on this thread with no busy timeout; ``_WOULD_WAIT`` if a lock was taken.
+
+    A statement that finds a lock taken fails before it reads or writes anything,
+    so it can be done again where waiting is allowed.
+    """
+    busy_timeout_ms = int(raw.execute("PRAGMA busy_timeout").fetchall()[0][0])
+    raw.execute("PRAGMA busy_timeout=0")
+    try:
+        return work(raw)
+    except sqlite3.OperationalError as exc:
+        if _is_lock_taken(exc):
+            _end_leftover(raw)
+            return _WOULD_WAIT
+        raise
+    finally:
+        raw.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+
+
 def _begin_at_once(raw: sqlite3.Connection) -> bool:
     """``BEGIN IMMEDIATE`` on this thread if the write lock is free now; False if it is not."""
     _end_leftover(raw)
@@ -351,7 +433,7 @@ def _begin_at_once(raw: sqlite3.Connection) -> bool:
     try:
         raw.execute("BEGIN IMMEDIATE")
     except sqlite3.OperationalError as exc:
-        if getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        if _is_lock_taken(exc):
             return False
         raise
     finally:

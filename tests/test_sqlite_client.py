@@ -185,6 +185,77 @@ async def test_the_wal_is_checkpointed_so_it_stays_small_under_constant_writes(
     assert len(await names()) == 6 * CHECKPOINT_EVERY - 1
 
 
+async def test_statements_outside_transactions_cost_no_hand_off(sqlite_path: Path) -> None:
+    with hand_offs() as calls:
+        tool = await CICDTool.create(name="alone", url="http://127.0.0.1:1")
+        await CICDTool.filter(id=tool.id).update(status="off")
+        found = await CICDTool.filter(name="alone").values_list("status", flat=True)
+    assert calls == []
+    assert found == ["off"]
+    # Committed: another connection (another process, as SQLite sees it) reads it.
+    other = sqlite3.connect(sqlite_path)
+    try:
+        assert other.execute("SELECT status FROM cicd_tool").fetchall() == [("off",)]
+    finally:
+        other.close()
+
+
+async def test_a_read_outside_a_transaction_does_not_wait_for_another_writer(
+    sqlite_path: Path,
+) -> None:
+    await CICDTool.create(name="before", url="http://127.0.0.1:1")
+    locked = threading.Event()
+    holder = threading.Thread(target=hold_write_lock, args=(sqlite_path, 1.0, locked))
+    holder.start()
+    try:
+        assert await asyncio.to_thread(locked.wait, 5)
+        with hand_offs() as calls:
+            began = time.monotonic()
+            assert await names() == ["before"]
+            took = time.monotonic() - began
+        assert calls == []  # WAL readers wait for no writer
+        assert took < 0.5  # the holder keeps its lock for a second
+    finally:
+        holder.join(10)
+
+
+async def test_a_write_outside_a_transaction_waits_for_another_writer_in_the_thread(
+    sqlite_path: Path,
+) -> None:
+    locked = threading.Event()
+    holder = threading.Thread(target=hold_write_lock, args=(sqlite_path, 0.6, locked))
+    holder.start()
+    try:
+        assert await asyncio.to_thread(locked.wait, 5)
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        ticker = asyncio.create_task(tick())
+        with hand_offs() as calls:
+            began = time.monotonic()
+            await CICDTool.create(name="waited", url="http://127.0.0.1:1")
+            waited = time.monotonic() - began
+        ticker.cancel()
+    finally:
+        holder.join(10)
+    assert waited >= 0.4  # it really waited for the other writer
+    assert ticks >= 20  # and the loop went on meanwhile
+    assert len(calls) == 1  # the wait was in the thread
+    assert await names() == ["waited"]
+
+
+async def test_a_pragma_outside_a_transaction_takes_effect(sqlite_path: Path) -> None:
+    client = connections.get("default")
+    await client.execute_query("PRAGMA busy_timeout=1234")
+    _, rows = await client.execute_query("PRAGMA busy_timeout")
+    assert int(rows[0][0]) == 1234
+
+
 async def test_a_lock_held_past_the_busy_timeout_is_a_clear_error(sqlite_path: Path) -> None:
     await connections.get("default").execute_query("PRAGMA busy_timeout=200")
     locked = threading.Event()
