@@ -9,6 +9,7 @@ after it (after-commit subscribers).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -47,7 +48,7 @@ from engine.replica import ReplicaRef
 from engine.rounds import Round, round_of
 from engine.runlock import RunLocks
 from engine.snapshots import run_snapshot, step_snapshot
-from engine.state import RUN_TERMINAL, STEP_ACTIVE, RunStatus, StepStatus
+from engine.state import RUN_TERMINAL, STEP_ACTIVE, RunStatus, StepStatus, step_status
 from engine.transitions import move_run, move_step, request_cancel
 from storage import runs as store
 from storage.leases import adopt_step
@@ -63,6 +64,8 @@ MAX_DRIVE_ROUNDS = 1000
 # Statuses :meth:`Engine._drive_locked` plans only after asking the run's concurrency group.
 # Ended runs whose pipeline stays validated (their last reads come right after the end).
 RECENT_ENDED = 512
+# Live runs whose step rows are kept between drives (read again only where changed).
+KNOWN_RUNS = 4096
 PLANNED_LATER = frozenset({RunStatus.PENDING, RunStatus.QUEUED})
 
 
@@ -88,6 +91,7 @@ class CancelResult(StrEnum):
     ALREADY = "already"
 
 
+@functools.lru_cache(maxsize=4096)
 def _stage_of(path: str) -> int:
     return int(path.split(".", 1)[0])
 
@@ -119,6 +123,10 @@ class Engine:
         # Runs whose loaded rows may be out of date (a lost compare-and-set, or a
         # step ended inside the run's own drive): read them again before planning.
         self._stale: set[int] = set()
+        # The step rows each live run was last driven with, kept up to date by its
+        # compare-and-sets; a drive reads again only those whose version moved.
+        # Forgotten when a drive fails (its writes may have rolled back) or the run ends.
+        self._known: Recent[int, list[StepRun]] = Recent(KNOWN_RUNS)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pinned: dict[int, Pipeline] = {}
         self._recent: Recent[int, Pipeline] = Recent(RECENT_ENDED)
@@ -188,6 +196,7 @@ class Engine:
                     await first.announce(self.bus, RunStarted(run=run_snapshot(run, steps)))
                     await self._apply(run, steps, self._plan(run, steps), first)
             await self._committed(run.id, first)
+            self._known.put(run.id, steps)
             latest = await self._drive_locked(run.id, (run, steps))
         if latest is None:
             return await self.snapshot(run.id)
@@ -277,6 +286,18 @@ class Engine:
         The objects are updated in place by each won compare-and-set; a lost one,
         or a step ended inside this drive, marks them stale and they are read again.
         """
+        try:
+            return await self._drive_rounds(run_id, loaded, opening)
+        except BaseException:
+            self._known.pop(run_id)  # its objects may hold writes that rolled back
+            raise
+
+    async def _drive_rounds(
+        self,
+        run_id: int,
+        loaded: tuple[Run, list[StepRun]] | None,
+        opening: Opening | None,
+    ) -> tuple[Run, list[StepRun]] | None:
         for _ in range(MAX_DRIVE_ROUNDS):
             decided: Plan | None = None
             if opening is None:
@@ -310,11 +331,20 @@ class Engine:
     async def _fresh(
         self, run_id: int, loaded: tuple[Run, list[StepRun]] | None, conn: Any = None
     ) -> tuple[Run, list[StepRun]] | None:
-        """``loaded``, or the stored rows when there are none or they are stale."""
+        """``loaded``, or the stored rows when there are none or they are stale.
+
+        Stored rows whose version has not moved since this process last held
+        them are not read again (the run's row always is).
+        """
         if loaded is not None and run_id not in self._stale:
             return loaded
         self._stale.discard(run_id)
-        return await store.read_run_and_steps(run_id, conn)
+        fresh = await store.read_run_and_steps(run_id, conn, known=self._known.get(run_id))
+        if fresh is None or RunStatus(fresh[0].status) in RUN_TERMINAL:
+            self._known.pop(run_id)
+        else:
+            self._known.put(run_id, fresh[1])
+        return fresh
 
     async def _decide(self, run: Run, steps: list[StepRun]) -> Plan | None:
         """The plan for the run's next round; None when there is nothing to write."""
@@ -330,6 +360,7 @@ class Engine:
             await done.committed(self.bus)
         except BaseException:
             self._stale.add(run_id)
+            self._known.pop(run_id)
             raise
 
     @staticmethod
@@ -337,7 +368,7 @@ class Engine:
         stages: dict[int, list[StepView]] = {}
         for step in steps:
             stages.setdefault(_stage_of(step.path), []).append(
-                StepView(step.path, StepStatus(step.status))
+                StepView(step.path, step_status(step.status))
             )
         return plan(
             [stages[k] for k in sorted(stages)],
@@ -688,6 +719,7 @@ class Engine:
             if ended is not None:
                 self._recent.put(event.run.id, ended)  # a client reads it once more
             self._stale.discard(event.run.id)
+            self._known.pop(event.run.id)
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from engine.events import RunSnapshot, StepSnapshot
-from engine.state import RunStatus, StepStatus
+from engine.state import RunStatus, step_status
 from storage.models import Run, StepRun
 
 
@@ -15,7 +15,7 @@ def step_snapshot(step: StepRun) -> StepSnapshot:
         path=step.path,
         name=step.name,
         kind=step.kind,
-        status=StepStatus(step.status),
+        status=step_status(step.status),
         started_at=step.started_at,
         finished_at=step.finished_at,
         exit_code=step.exit_code,

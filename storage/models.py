@@ -96,6 +96,10 @@ class StepRun(Model):
     finished_at = fields.DatetimeField(null=True)
     # The replica whose process, timer or trigger does this step's work.
     owner = fields.CharField(max_length=96, null=True, db_index=True)
+    # Bumped by every UPDATE of the row, whoever writes it (a trigger of migration
+    # 0007 sees to writers that do not bump it themselves): a reader that kept the
+    # row re-reads it only when this differs (``storage.runs.read_run_and_steps``).
+    version = fields.IntField(default=0)
 
     class Meta:
         table = "step_run"

@@ -7,7 +7,7 @@ sets a status read earlier without the ``status IN`` guard.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -81,18 +81,73 @@ async def read_steps(run_id: int, conn: BaseDBAsyncClient | None = None) -> list
 
 
 async def read_run_and_steps(
-    run_id: int, conn: BaseDBAsyncClient | None = None, *, with_logs: bool = False
+    run_id: int,
+    conn: BaseDBAsyncClient | None = None,
+    *,
+    with_logs: bool = False,
+    known: Sequence[StepRun] | None = None,
 ) -> tuple[Run, list[StepRun]] | None:
-    """The run and its steps (by position), read in one statement.
+    """The run and its steps (by position).
 
     Without ``with_logs`` the steps' whole logs (up to a megabyte each) are not
     read, and their rows have no ``log``: the engine reads the run at every
     step boundary, and needs only the tails.
+
+    ``known`` are step rows read (and kept up to date) earlier, without logs. Of
+    those, the ones whose stored ``version`` has not moved are returned as they
+    are; only new or changed rows are read whole. That spares the engine
+    decoding every step of a long pipeline at each boundary. Another process's
+    write bumps ``version`` too, so a kept row is never mistaken for current.
+    A run of fewer than ``KEEP_FROM`` steps is read whole all the same: one
+    statement (one round trip to PostgreSQL) instead of two or three.
     """
     leave_out = () if with_logs else ("log",)
-    return await sql.select_with_children(
-        _conn(conn), Run, StepRun, "run_id", "position", run_id, leave_out
+    if known is None or with_logs or len(known) < KEEP_FROM:
+        return await sql.select_with_children(
+            _conn(conn), Run, StepRun, "run_id", "position", run_id, leave_out
+        )
+    # Two small statements: one row of the run, two numbers per step (a join
+    # would repeat the run's columns on every step's row).
+    run = await read_run(run_id, conn)
+    if run is None:
+        return None
+    versions = await sql.select_columns(
+        _conn(conn), StepRun, ("id", "version"), '"run_id"=?', [run_id], '"position"'
     )
+    kept = {step.id: step for step in known}
+    stale = [step_id for step_id, version in versions if _kept_version(kept, step_id) != version]
+    if len(stale) > MAX_REREAD:
+        return run, await read_steps_without_logs(run_id, conn)
+    fresh = {
+        step.id: step for step in await sql.select_by_ids(_conn(conn), StepRun, stale, leave_out)
+    }
+    steps: list[StepRun] = []
+    for step_id, _ in versions:
+        step = fresh.get(step_id) or kept.get(step_id)
+        if step is None:
+            return None  # deleted between the two reads (the run with it)
+        steps.append(step)
+    return run, steps
+
+
+# Kept rows are worth checking from this many steps on; fewer are read whole.
+KEEP_FROM = 8
+# Above this many new or changed rows, all of the run's steps are read in one go.
+MAX_REREAD = 16
+
+
+def _kept_version(kept: dict[int, StepRun], step_id: int) -> int | None:
+    step = kept.get(step_id)
+    return None if step is None else step.version
+
+
+async def read_steps_without_logs(
+    run_id: int, conn: BaseDBAsyncClient | None = None
+) -> list[StepRun]:
+    loaded = await sql.select_with_children(
+        _conn(conn), Run, StepRun, "run_id", "position", run_id, ("log",)
+    )
+    return [] if loaded is None else loaded[1]
 
 
 def _status_guard(sources: Collection[str]) -> str:
@@ -130,23 +185,28 @@ async def set_step_status(
     guard = list(sources)
     if not guard:
         return False  # no status it may move from: nothing can win
-    count = await sql.update(conn, StepRun, changes, _status_guard(guard), [step.id, *guard])
+    count = await sql.update(
+        conn, StepRun, changes, _status_guard(guard), [step.id, *guard], counter="version"
+    )
     if count:
         for key, value in changes.items():
             setattr(step, key, value)
+        step.version += 1
     return bool(count)
 
 
 async def write_step_fields(
     step_id: int, conn: BaseDBAsyncClient | None = None, **fields: Any
-) -> None:
-    """Change a step's non-status fields (external ids, log) by id."""
-    await sql.update(_conn(conn), StepRun, fields, '"id"=?', [step_id])
+) -> bool:
+    """Change a step's non-status fields (external ids, log) by id; True if it exists."""
+    count = await sql.update(_conn(conn), StepRun, fields, '"id"=?', [step_id], counter="version")
+    return bool(count)
 
 
 async def update_step_fields(step: StepRun, conn: BaseDBAsyncClient, **fields: Any) -> None:
     """Change a step's non-status fields (external ids, log)."""
-    await write_step_fields(step.id, conn, **fields)
+    if await write_step_fields(step.id, conn, **fields):
+        step.version += 1
     for key, value in fields.items():
         setattr(step, key, value)
 

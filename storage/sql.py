@@ -69,9 +69,14 @@ def _marks(count: int) -> str:
 
 
 @functools.cache
-def _update_template(table: str, columns: tuple[str, ...], where: str) -> str:
-    sets = ",".join(f'"{c}"=?' for c in columns)
-    return f'UPDATE "{table}" SET {sets} WHERE {where}'  # noqa: S608  (our names and conditions)
+def _update_template(
+    table: str, columns: tuple[str, ...], where: str, counter: str | None = None
+) -> str:
+    sets = [f'"{c}"=?' for c in columns]
+    if counter is not None:
+        sets.append(f'"{counter}"="{counter}"+1')
+    # Our names and conditions only:
+    return f'UPDATE "{table}" SET {",".join(sets)} WHERE {where}'  # noqa: S608
 
 
 def db_values(model: type[Model], changes: dict[str, Any]) -> list[Any]:
@@ -85,12 +90,14 @@ async def update(
     changes: dict[str, Any],
     where: str,
     where_values: Sequence[Any],
+    counter: str | None = None,
 ) -> int:
     """``UPDATE … SET changes WHERE where``; the number of rows changed.
 
     ``where`` is SQL with ``?`` placeholders, written by us (never user text).
+    ``counter`` names an integer column the statement also adds one to.
     """
-    template = _update_template(table_of(model).name, tuple(changes), where)
+    template = _update_template(table_of(model).name, tuple(changes), where, counter)
     count, _ = await conn.execute_query(
         _sql(conn, template), [*db_values(model, changes), *where_values]
     )
@@ -166,25 +173,63 @@ async def select_with_children(
     The children's ``leave_out`` columns are not read: their objects lack those
     attributes (reading one raises ``AttributeError``), so none must be saved whole.
     """
-    template = _join_template(parent, child, foreign_key, order_by, leave_out)
+    columns = child_columns(child, leave_out)
+    template = _join_template(parent, child, foreign_key, order_by, columns)
     _, rows = await conn.execute_query(_sql(conn, template), [parent_id])
     if not rows:
         return None
     parent_columns = ("id", *table_of(parent).columns)
-    child_columns = _child_columns(child, leave_out)
     # By position: the parent's columns, then the child's, as the template chose them.
     width = len(parent_columns)
     values = [tuple(row) for row in rows]
     found = parent._init_from_db(**dict(zip(parent_columns, values[0][:width], strict=True)))
     children = [
-        child._init_from_db(**dict(zip(child_columns, row[width:], strict=True)))
+        child._init_from_db(**dict(zip(columns, row[width:], strict=True)))
         for row in values
         if row[width] is not None  # the child's id: None when the parent has no children
     ]
     return found, children
 
 
-def _child_columns(child: type[Model], leave_out: tuple[str, ...]) -> tuple[str, ...]:
+async def select_columns(
+    conn: BaseDBAsyncClient,
+    model: type[Model],
+    columns: tuple[str, ...],
+    where: str,
+    values: Sequence[Any],
+    order_by: str | None = None,
+) -> list[tuple[Any, ...]]:
+    """Some columns of ``model``'s rows, as plain tuples (no model objects)."""
+    chosen = ",".join(f'"{c}"' for c in columns)
+    template = _select_template(table_of(model).name, chosen, where, order_by)
+    _, rows = await conn.execute_query(_sql(conn, template), list(values))
+    return [tuple(row) for row in rows]
+
+
+async def select_by_ids(
+    conn: BaseDBAsyncClient, model: type[M], ids: Sequence[int], leave_out: tuple[str, ...] = ()
+) -> list[M]:
+    """The rows of ``model`` with these ids (any order), without ``leave_out`` columns."""
+    columns = child_columns(model, leave_out)
+    found: list[M] = []
+    for start in range(0, len(ids), INSERT_CHUNK):
+        chunk = list(ids[start : start + INSERT_CHUNK])
+        template = _by_ids_template(table_of(model).name, columns, len(chunk))
+        _, rows = await conn.execute_query(_sql(conn, template), chunk)
+        found += [
+            model._init_from_db(**dict(zip(columns, tuple(row), strict=True))) for row in rows
+        ]
+    return found
+
+
+@functools.lru_cache(maxsize=64)
+def _by_ids_template(table: str, columns: tuple[str, ...], count: int) -> str:
+    chosen = ",".join(f'"{c}"' for c in columns)
+    return f'SELECT {chosen} FROM "{table}" WHERE "id" IN ({_marks(count)})'  # noqa: S608
+
+
+def child_columns(child: type[Model], leave_out: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """``child``'s columns, ``id`` first, without ``leave_out``."""
     return tuple(c for c in ("id", *table_of(child).columns) if c not in leave_out)
 
 
@@ -194,11 +239,12 @@ def _join_template(
     child_model: type[Model],
     foreign_key: str,
     order_by: str,
-    leave_out: tuple[str, ...],
+    columns: tuple[str, ...],
 ) -> str:
-    parent, child = table_of(parent_model), table_of(child_model)
+    parent = table_of(parent_model)
+    child = table_of(child_model)
     chosen = [f'p."{c}" AS "p.{c}"' for c in ("id", *parent.columns)]
-    chosen += [f'c."{c}" AS "c.{c}"' for c in _child_columns(child_model, leave_out)]
+    chosen += [f'c."{c}" AS "c.{c}"' for c in columns]
     return (
         f'SELECT {",".join(chosen)} FROM "{parent.name}" p '  # noqa: S608  (our names)
         f'LEFT JOIN "{child.name}" c ON c."{foreign_key}" = p."id" '

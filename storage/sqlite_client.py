@@ -376,9 +376,12 @@ def _query_work(
     query: str, values: list[Any] | None
 ) -> Callable[[sqlite3.Connection], tuple[int, Sequence[dict[str, Any]]]]:
     def work(raw: sqlite3.Connection) -> tuple[int, Sequence[dict[str, Any]]]:
-        start = raw.total_changes
-        rows = raw.execute(query, values or []).fetchall()
-        return (raw.total_changes - start) or len(rows), rows
+        cursor = raw.execute(query, values or [])
+        rows = cursor.fetchall()
+        # The statement's own rows (sqlite3_changes): unlike the connection's
+        # total_changes, not the rows a trigger changed besides.
+        changed = cursor.rowcount
+        return (changed if changed > 0 else len(rows)), rows
 
     return work
 
