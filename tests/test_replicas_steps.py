@@ -171,6 +171,49 @@ async def test_restarting_one_replica_while_the_other_works(
                 kill_group(pid)
 
 
+def long_gated(name: str, marker: Path, before: int, after: int) -> str:
+    """Steps that each append their name to ``marker``, an approval gate among them:
+    long enough that each replica keeps the run's step rows between drives."""
+
+    def steps(prefix: str, count: int) -> str:
+        return "".join(
+            f"  - {{name: {prefix}{i}, run: \"echo {prefix}{i} >> '{marker}'\"}}\n"
+            for i in range(count)
+        )
+
+    return (
+        f"name: {name}\nsteps:\n{steps('before', before)}"
+        f"  - name: gate\n    approval:\n      approvers: [{BOSS}]\n"
+        f"{steps('after', after)}"
+    )
+
+
+BOSS = "UBOSS"
+
+
+async def test_a_long_run_held_by_one_replica_goes_on_after_an_approval_at_the_other(
+    tmp_path: Path, pg_url: str, pipelines_dir: Path, slack: FakeSlack
+) -> None:
+    """The replica that drives the run holds its step rows; the other writes the gate's
+    end (and may start what follows): every step runs once, in order, to success."""
+    marker = tmp_path / "steps.marker"
+    write_pipeline(pipelines_dir, "long", long_gated("long", marker, before=4, after=6))
+    async with replica_set(tmp_path, pg_url, pipelines_dir, slack) as group:
+        run_id = await group.create_run(0, "long")
+        await group.step_reaches(run_id, "gate", ["waiting_approval"])
+        assert lines(marker) == [f"before{i}" for i in range(4)]
+
+        status, body = await group.api(
+            1, "POST", f"/api/v1/cicd/executions/{run_id}/approve/", user=BOSS
+        )
+        assert status == 200, (status, body)
+        run = await group.finished(run_id)
+        assert run["status"] == "success", (run["status"], run["reason"])
+        steps = await group.db.steps(run_id)
+        assert [s["status"] for s in steps] == ["success"] * 11
+        assert lines(marker) == [f"before{i}" for i in range(4)] + [f"after{i}" for i in range(6)]
+
+
 async def live_replicas(group: Replicas) -> int:
     """Replicas whose lease has not run out, by the database's clock."""
     return int(await group.db.value("SELECT count(*) FROM replica WHERE lease_until > now()"))
