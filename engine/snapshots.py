@@ -10,6 +10,21 @@ from storage.models import Run, StepRun
 
 
 def step_snapshot(step: StepRun) -> StepSnapshot:
+    """The row's snapshot, kept on the row's object until its ``version`` moves.
+
+    A run's snapshot (each event carries one) holds every step, a few times
+    per step boundary. Every change to a row's object goes through
+    ``storage.runs``, which moves the object's version with it.
+    """
+    kept = step.__dict__.get("_snapshot")
+    if kept is not None and kept[0] == step.version:
+        return kept[1]  # type: ignore[no-any-return]
+    snapshot = _snapshot_of(step)
+    step.__dict__["_snapshot"] = (step.version, snapshot)  # not a field: past Tortoise's setattr
+    return snapshot
+
+
+def _snapshot_of(step: StepRun) -> StepSnapshot:
     return StepSnapshot(
         id=step.id,
         path=step.path,

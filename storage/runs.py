@@ -204,11 +204,15 @@ async def write_step_fields(
 
 
 async def update_step_fields(step: StepRun, conn: BaseDBAsyncClient, **fields: Any) -> None:
-    """Change a step's non-status fields (external ids, log)."""
-    if await write_step_fields(step.id, conn, **fields):
-        step.version += 1
+    """Change a step's non-status fields (external ids, log).
+
+    The object's version moves with its fields (a snapshot kept on it is keyed
+    by it), as the stored row's does.
+    """
+    await write_step_fields(step.id, conn, **fields)
     for key, value in fields.items():
         setattr(step, key, value)
+    step.version += 1
 
 
 async def request_cancel(

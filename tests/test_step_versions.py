@@ -16,6 +16,7 @@ from tortoise.transactions import in_transaction
 
 from engine.permissions import Actor
 from engine.runner import RunRequest
+from engine.snapshots import step_snapshot
 from engine.state import RunStatus, StepStatus
 from storage import runs as store
 from storage.models import StepRun
@@ -143,3 +144,21 @@ async def test_a_step_ended_by_another_writer_is_seen_at_the_next_drive(
         final = await core.engine.wait_finished(started.id, timeout=30)
     assert final.status == RunStatus.SUCCESS
     assert [s.status for s in final.steps] == [StepStatus.SUCCESS] * (1 + store.KEEP_FROM)
+
+
+async def test_a_step_snapshot_follows_every_change_of_its_row(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Snapshots are kept on the row's object by version: each change shows at once."""
+    async with engine_on(database_url, tmp_path):
+        _, (step, _) = await make_run(2)
+        first = step_snapshot(step)
+        assert step_snapshot(step) is first  # unchanged: the same snapshot
+        async with in_transaction() as conn:
+            assert await store.set_step_status(step, "running", ["pending"], conn)
+            assert step_snapshot(step).status == StepStatus.RUNNING
+            await store.update_step_fields(step, conn, external_url="http://127.0.0.1/b/1")
+            assert step_snapshot(step).external_url == "http://127.0.0.1/b/1"
+            assert not await store.set_step_status(step, "success", ["pending"], conn)
+        assert step_snapshot(step).status == StepStatus.RUNNING  # a lost change shows nothing
+        assert first.status == StepStatus.PENDING  # a snapshot given out never changes
