@@ -63,7 +63,37 @@ CHECKPOINT_EVERY = 200
 T = TypeVar("T")
 
 
-class InlineSqliteClient(SqliteClient):
+class _InlineStatements:
+    """Statements as functions of the raw connection, run by the class's ``_statement``."""
+
+    log: logging.Logger
+
+    async def _statement(self, work: Callable[[sqlite3.Connection], T], query: str) -> T:
+        raise NotImplementedError
+
+    @translate_exceptions
+    async def execute_query(
+        self, query: str, values: list[Any] | None = None
+    ) -> tuple[int, Sequence[dict[str, Any]]]:
+        query = query.replace("\x00", "'||CHAR(0)||'")
+        self.log.debug("%s: %s", query, values)
+        return await self._statement(_query_work(query, values), query)
+
+    @translate_exceptions
+    async def execute_query_dict(
+        self, query: str, values: list[Any] | None = None
+    ) -> list[dict[str, Any]]:
+        query = query.replace("\x00", "'||CHAR(0)||'")
+        self.log.debug("%s: %s", query, values)
+        return await self._statement(_dict_work(query, values), query)
+
+    @translate_exceptions
+    async def execute_insert(self, query: str, values: list[Any]) -> int:
+        self.log.debug("%s: %s", query, values)
+        return await self._statement(_insert_work(query, values), query)
+
+
+class InlineSqliteClient(_InlineStatements, SqliteClient):
     # WAL with synchronous=NORMAL: COMMIT does not wait for the disk, and runs inline.
     _inline_commit = False
     _commits = 0
@@ -102,7 +132,7 @@ class InlineSqliteClient(SqliteClient):
     def _in_transaction(self) -> TransactionContext:
         return _Gated(SqliteTransactionContext(InlineTransaction(self), self._lock), self.writes)
 
-    async def _alone(self, work: Callable[[sqlite3.Connection], T], query: str) -> T:
+    async def _statement(self, work: Callable[[sqlite3.Connection], T], query: str) -> T:
         """``work`` as a statement of its own: on this thread unless it would wait.
 
         A PRAGMA goes to the thread as before: it may set the busy timeout that
@@ -116,27 +146,6 @@ class InlineSqliteClient(SqliteClient):
                 if done is not _WOULD_WAIT:
                     return done  # type: ignore[return-value]
             return await _in_thread(connection, lambda: work(raw))
-
-    @translate_exceptions
-    async def execute_query(
-        self, query: str, values: list[Any] | None = None
-    ) -> tuple[int, Sequence[dict[str, Any]]]:
-        query = query.replace("\x00", "'||CHAR(0)||'")
-        self.log.debug("%s: %s", query, values)
-        return await self._alone(_query_work(query, values), query)
-
-    @translate_exceptions
-    async def execute_query_dict(
-        self, query: str, values: list[Any] | None = None
-    ) -> list[dict[str, Any]]:
-        query = query.replace("\x00", "'||CHAR(0)||'")
-        self.log.debug("%s: %s", query, values)
-        return await self._alone(_dict_work(query, values), query)
-
-    @translate_exceptions
-    async def execute_insert(self, query: str, values: list[Any]) -> int:
-        self.log.debug("%s: %s", query, values)
-        return await self._alone(_insert_work(query, values), query)
 
     @property
     def writes(self) -> asyncio.Lock:
@@ -217,7 +226,7 @@ class Checkpointer:
             self._connection = None
 
 
-class InlineTransaction(SqliteTransactionWrapper):
+class InlineTransaction(_InlineStatements, SqliteTransactionWrapper):
     """A transaction run on the loop's thread; BEGIN waits for its first statement."""
 
     _begun = False
@@ -274,27 +283,8 @@ class InlineTransaction(SqliteTransactionWrapper):
         finally:
             self._begun = bool(begun)
 
-    @translate_exceptions
-    async def execute_query(
-        self, query: str, values: list[Any] | None = None
-    ) -> tuple[int, Sequence[dict[str, Any]]]:
-        query = query.replace("\x00", "'||CHAR(0)||'")
-        self.log.debug("%s: %s", query, values)
-
-        return await self._run(_query_work(query, values))
-
-    @translate_exceptions
-    async def execute_query_dict(
-        self, query: str, values: list[Any] | None = None
-    ) -> list[dict[str, Any]]:
-        query = query.replace("\x00", "'||CHAR(0)||'")
-        self.log.debug("%s: %s", query, values)
-        return await self._run(_dict_work(query, values))
-
-    @translate_exceptions
-    async def execute_insert(self, query: str, values: list[Any]) -> int:
-        self.log.debug("%s: %s", query, values)
-        return await self._run(_insert_work(query, values))
+    async def _statement(self, work: Callable[[sqlite3.Connection], T], query: str) -> T:
+        return await self._run(work)
 
     @translate_exceptions
     async def execute_many(self, query: str, values: list[list[Any]]) -> None:

@@ -12,7 +12,7 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -124,11 +124,13 @@ def hold_write_lock(path: Path, seconds: float, locked: threading.Event) -> None
         other.close()
 
 
-async def test_waiting_for_another_writers_lock_leaves_the_event_loop_free(
-    sqlite_path: Path,
-) -> None:
+async def while_another_writer_holds_the_lock(
+    path: Path, write: Callable[[], Awaitable[object]]
+) -> tuple[float, int]:
+    """``write()`` while another writer holds the lock for 0.6 s: how long it took,
+    and how many 10 ms ticks the event loop made meanwhile."""
     locked = threading.Event()
-    holder = threading.Thread(target=hold_write_lock, args=(sqlite_path, 0.6, locked))
+    holder = threading.Thread(target=hold_write_lock, args=(path, 0.6, locked))
     holder.start()
     try:
         assert await asyncio.to_thread(locked.wait, 5)
@@ -142,12 +144,22 @@ async def test_waiting_for_another_writers_lock_leaves_the_event_loop_free(
 
         ticker = asyncio.create_task(tick())
         began = time.monotonic()
-        async with in_transaction() as conn:
-            await CICDTool.create(name="waited", url="http://127.0.0.1:1", using_db=conn)
+        await write()
         waited = time.monotonic() - began
         ticker.cancel()
     finally:
         holder.join(10)
+    return waited, ticks
+
+
+async def test_waiting_for_another_writers_lock_leaves_the_event_loop_free(
+    sqlite_path: Path,
+) -> None:
+    async def write() -> None:
+        async with in_transaction() as conn:
+            await CICDTool.create(name="waited", url="http://127.0.0.1:1", using_db=conn)
+
+    waited, ticks = await while_another_writer_holds_the_lock(sqlite_path, write)
     assert waited >= 0.4  # it really waited for the other writer
     assert ticks >= 20  # and the loop went on meanwhile
     assert await names() == ["waited"]
@@ -222,27 +234,11 @@ async def test_a_read_outside_a_transaction_does_not_wait_for_another_writer(
 async def test_a_write_outside_a_transaction_waits_for_another_writer_in_the_thread(
     sqlite_path: Path,
 ) -> None:
-    locked = threading.Event()
-    holder = threading.Thread(target=hold_write_lock, args=(sqlite_path, 0.6, locked))
-    holder.start()
-    try:
-        assert await asyncio.to_thread(locked.wait, 5)
-        ticks = 0
+    async def write() -> None:
+        await CICDTool.create(name="waited", url="http://127.0.0.1:1")
 
-        async def tick() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.01)
-                ticks += 1
-
-        ticker = asyncio.create_task(tick())
-        with hand_offs() as calls:
-            began = time.monotonic()
-            await CICDTool.create(name="waited", url="http://127.0.0.1:1")
-            waited = time.monotonic() - began
-        ticker.cancel()
-    finally:
-        holder.join(10)
+    with hand_offs() as calls:
+        waited, ticks = await while_another_writer_holds_the_lock(sqlite_path, write)
     assert waited >= 0.4  # it really waited for the other writer
     assert ticks >= 20  # and the loop went on meanwhile
     assert len(calls) == 1  # the wait was in the thread
