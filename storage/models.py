@@ -99,7 +99,7 @@ class StepRun(Model):
     # Bumped by every UPDATE of the row, whoever writes it (a trigger of migration
     # 0007 sees to writers that do not bump it themselves): a reader that kept the
     # row re-reads it only when this differs (``storage.runs.read_run_and_steps``).
-    version = fields.IntField(default=0)
+    version = fields.IntField(default=0, db_default=0)
 
     class Meta:
         table = "step_run"

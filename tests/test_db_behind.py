@@ -131,3 +131,42 @@ def test_ansflow_run_on_a_database_one_migration_behind_migrates_it_and_runs(
             await close_db()
 
     assert asyncio.run(check()) == migration_names()
+
+
+async def test_a_database_with_runs_one_migration_behind_is_migrated_and_keeps_them(
+    database_url: str,
+) -> None:
+    """The newest migration on a database in use: its rows stay, and the release before
+    (still running on another replica during a rolling upgrade) can still write."""
+    await open_db(database_url)
+    await close_db()
+    await undo_newest_migration(database_url)
+
+    def old_release_writes(run_id: int) -> list[str]:
+        """A run and a step as the release before inserts them: its own columns only."""
+        return [
+            "INSERT INTO run (id, pipeline, definition, parameters, status, trigger_type,"
+            " triggered_by, source, created_at) VALUES"
+            f" ({run_id}, 'p', '{{}}', '{{}}', 'success', 'manual', 'U1', 'cli', CURRENT_TIMESTAMP)",
+            "INSERT INTO step_run (run_id, path, position, name, kind, status, log, log_tail,"
+            f" log_dropped, attempt) VALUES ({run_id}, '0', 0, 'a', 'shell', 'success',"
+            " 'hi', 'hi', 0, 0)",
+        ]
+
+    await open_db(database_url, apply_migrations=False)
+    try:
+        for statement in old_release_writes(1):
+            await connections.get("default").execute_query(statement)
+    finally:
+        await close_db()
+
+    await open_db(database_url)  # migrates
+    try:
+        conn = connections.get("default")
+        assert await schema_is_current(conn)
+        for statement in old_release_writes(2):  # the release before, after the upgrade
+            await conn.execute_query(statement)
+        _, rows = await conn.execute_query("SELECT run_id, log FROM step_run ORDER BY run_id")
+        assert [(int(r["run_id"]), r["log"]) for r in rows] == [(1, "hi"), (2, "hi")]
+    finally:
+        await close_db()

@@ -56,7 +56,9 @@ class Migration(migrations.Migration):
         ops.AddField(
             model_name="StepRun",
             name="version",
-            field=fields.IntField(default=0),
+            # A database default: rows already there start at 0, and the release
+            # before (which does not name the column) can still insert.
+            field=fields.IntField(default=0, db_default=0),
         ),
         ops.RunPython(add_trigger, drop_trigger),
     ]
