@@ -1,9 +1,9 @@
 """Two-replica soak on PostgreSQL: ``python -m bench.bench_soak [--runs 200] [--kill-every 10]``.
 
 1. Soak: ``--runs`` mixed runs (shell, parallel, approval approved by a Slack
-   click, Jenkins) created over REST at alternating replicas, while one
-   replica is killed (``kill -9``) and restarted every ``--kill-every``
-   seconds. Counts duplicate steps (a local step that ran twice), duplicate
+   click, Jenkins, 12 short steps in a row) created over REST at alternating
+   replicas, while one replica is killed (``kill -9``) and restarted every
+   ``--kill-every`` seconds. Counts duplicate steps (a local step that ran twice), duplicate
    builds (a Jenkins step with two builds), duplicate Slack messages (an
    outbox row posted twice, a run with two cards), lost runs (not ended when
    the soak is over), the take-over time after a kill (from the kill until a
@@ -40,7 +40,9 @@ from tests.replicas import TERMINAL, Replicas, peak_per_channel, posts_per_row, 
 from tests.slack_signing import BOB, run_of
 from tests.test_crash_restart import MARKED_PARAMS, LateAnswers
 
-KINDS = ("shell", "parallel", "approval", "jenkins")
+KINDS = ("shell", "parallel", "approval", "jenkins", "long")
+# Steps of a "long" run: enough that each replica keeps its step rows between drives.
+LONG_STEPS = 12
 VARIANTS = 5  # pipelines per kind, each posting to its own channel
 
 
@@ -71,10 +73,12 @@ def pipeline(kind: str, variant: int, steps_log: Path) -> str:
             f"  - {{name: gate, approval: {{approvers: [{BOB}]}}}}\n"
             f"  - {step('deploy')}\n"
         )
-    else:
+    elif kind == "jenkins":
         body = (
             f"  - name: deploy\n    jenkins: {{tool: jenkins, job: marked}}\n  - {step('after')}\n"
         )
+    else:
+        body = "".join(f"  - {step(f's{i}', '; sleep 0.2')}\n" for i in range(LONG_STEPS))
     return head + body
 
 
