@@ -24,9 +24,11 @@ as nothing in it can wait:
 
 A statement outside a transaction (a read, or a write that commits alone)
 runs on the loop's thread too, the same way: tried with no busy timeout, and
-sent to aiosqlite's thread only if another process holds a lock it needs. A
-read in WAL mode waits for nothing else, and a write commits without waiting
-for the disk, as above.
+sent to aiosqlite's thread only if another process holds a lock it needs, or
+if it runs longer than ``INLINE_BUDGET`` (it is interrupted, which undoes it,
+and run again in the thread: a scan of a big table does not stall the loop).
+A read in WAL mode waits for nothing else, and a write commits without
+waiting for the disk, as above.
 
 Everything else is Tortoise's own client (``tortoise.backends.sqlite``).
 """
@@ -36,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -59,6 +62,11 @@ log = logging.getLogger(__name__)
 
 # Commits between two checkpoints: a few megabytes of WAL at most.
 CHECKPOINT_EVERY = 200
+# How long a statement outside a transaction may run on the loop's thread before it
+# is undone and run again in aiosqlite's thread; checked every PROGRESS_EVERY steps
+# of SQLite's virtual machine (a short statement never reaches a check).
+INLINE_BUDGET = 0.002
+PROGRESS_EVERY = 2000
 
 T = TypeVar("T")
 
@@ -393,28 +401,44 @@ def _insert_work(query: str, values: list[Any]) -> Callable[[sqlite3.Connection]
 _WOULD_WAIT = object()
 
 
+def _code_of(exc: sqlite3.OperationalError) -> int | None:
+    """The primary result code (the extended code's low byte)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return None if code is None else int(code) & 0xFF
+
+
 def _is_lock_taken(exc: sqlite3.OperationalError) -> bool:
     """SQLITE_BUSY or SQLITE_LOCKED, extended codes included (e.g. BUSY_RECOVERY)."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    return code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return _code_of(exc) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def _at_once(raw: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T | object:
-    """``work()`` on this thread with no busy timeout; ``_WOULD_WAIT`` if a lock was taken.
+    """``work()`` (statements outside a transaction) on this thread, with no busy
+    timeout and at most ``INLINE_BUDGET`` of the loop's time; ``_WOULD_WAIT`` if a
+    lock was taken or the budget ran out.
 
-    A statement that finds a lock taken fails before it reads or writes anything,
-    so it can be done again where waiting is allowed.
+    Either way the statement was undone whole (a statement that finds a lock taken
+    fails before it reads or writes anything; an interrupted one outside a
+    transaction is rolled back), so it can be done again where waiting is allowed:
+    a scan of a big table moves to the thread instead of stalling the server.
     """
     busy_timeout_ms = int(raw.execute("PRAGMA busy_timeout").fetchall()[0][0])
     raw.execute("PRAGMA busy_timeout=0")
+    deadline = time.monotonic() + INLINE_BUDGET
+
+    def over_budget() -> int:
+        return 1 if time.monotonic() > deadline else 0
+
+    raw.set_progress_handler(over_budget, PROGRESS_EVERY)
     try:
         return work(raw)
     except sqlite3.OperationalError as exc:
-        if _is_lock_taken(exc):
+        if _is_lock_taken(exc) or _code_of(exc) == sqlite3.SQLITE_INTERRUPT:
             _end_leftover(raw)
             return _WOULD_WAIT
         raise
     finally:
+        raw.set_progress_handler(None, 0)
         raw.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
 
 

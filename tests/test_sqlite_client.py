@@ -245,6 +245,48 @@ async def test_a_write_outside_a_transaction_waits_for_another_writer_in_the_thr
     assert await names() == ["waited"]
 
 
+async def test_a_long_statement_outside_a_transaction_moves_to_the_thread(
+    sqlite_path: Path,
+) -> None:
+    """A scan that outlasts the loop's budget is undone and run in the thread, whole."""
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.005)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    await asyncio.sleep(0)
+    long_scan = (
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000)"
+        " SELECT count(*) AS n, max(x) AS top FROM c"
+    )
+    with hand_offs() as calls:
+        began = time.monotonic()
+        _, rows = await connections.get("default").execute_query(long_scan)
+        took = time.monotonic() - began
+    ticker.cancel()
+    assert (rows[0]["n"], rows[0]["top"]) == (2_000_000, 2_000_000)  # the whole answer
+    assert len(calls) == 1  # in the thread, once
+    assert took > 0.05  # long enough to matter (a tick is 5 ms)
+    assert ticks >= 3  # the loop went on meanwhile
+
+    # A write that outlasts it is undone inline and done once, in the thread.
+    tool = await CICDTool.create(name="counted", url="http://127.0.0.1:1")
+    slow_write = (
+        "UPDATE cicd_tool SET kind = (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL"
+        " SELECT x + 1 FROM c WHERE x < 2000000) SELECT 'k' || max(x) FROM c),"
+        " username = username || 'x' WHERE id = ?"
+    )
+    with hand_offs() as calls:
+        count, _ = await connections.get("default").execute_query(slow_write, [tool.id])
+    assert count == 1 and len(calls) == 1
+    stored = await CICDTool.get(id=tool.id)
+    assert (stored.kind, stored.username) == ("k2000000", "x")  # applied once, not twice
+
+
 async def test_a_pragma_outside_a_transaction_takes_effect(sqlite_path: Path) -> None:
     client = connections.get("default")
     await client.execute_query("PRAGMA busy_timeout=1234")
