@@ -13,7 +13,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -134,22 +134,31 @@ async def while_another_writer_holds_the_lock(
     holder.start()
     try:
         assert await asyncio.to_thread(locked.wait, 5)
-        ticks = 0
-
-        async def tick() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.01)
-                ticks += 1
-
-        ticker = asyncio.create_task(tick())
-        began = time.monotonic()
-        await write()
-        waited = time.monotonic() - began
-        ticker.cancel()
+        async with loop_ticks(0.01) as ticks:
+            began = time.monotonic()
+            await write()
+            waited = time.monotonic() - began
     finally:
         holder.join(10)
-    return waited, ticks
+    return waited, ticks[0]
+
+
+@asynccontextmanager
+async def loop_ticks(interval: float) -> AsyncIterator[list[int]]:
+    """How many ``interval`` sleeps the event loop completed meanwhile (``[count]``)."""
+    ticks = [0]
+
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            ticks[0] += 1
+
+    ticker = asyncio.create_task(tick())
+    await asyncio.sleep(0)
+    try:
+        yield ticks
+    finally:
+        ticker.cancel()
 
 
 async def test_waiting_for_another_writers_lock_leaves_the_event_loop_free(
@@ -249,29 +258,19 @@ async def test_a_long_statement_outside_a_transaction_moves_to_the_thread(
     sqlite_path: Path,
 ) -> None:
     """A scan that outlasts the loop's budget is undone and run in the thread, whole."""
-    ticks = 0
-
-    async def tick() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.005)
-            ticks += 1
-
-    ticker = asyncio.create_task(tick())
-    await asyncio.sleep(0)
     long_scan = (
         "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000)"
         " SELECT count(*) AS n, max(x) AS top FROM c"
     )
-    with hand_offs() as calls:
-        began = time.monotonic()
-        _, rows = await connections.get("default").execute_query(long_scan)
-        took = time.monotonic() - began
-    ticker.cancel()
+    async with loop_ticks(0.005) as ticks:
+        with hand_offs() as calls:
+            began = time.monotonic()
+            _, rows = await connections.get("default").execute_query(long_scan)
+            took = time.monotonic() - began
     assert (rows[0]["n"], rows[0]["top"]) == (2_000_000, 2_000_000)  # the whole answer
     assert len(calls) == 1  # in the thread, once
     assert took > 0.05  # long enough to matter (a tick is 5 ms)
-    assert ticks >= 3  # the loop went on meanwhile
+    assert ticks[0] >= 3  # the loop went on meanwhile
 
     # A write that outlasts it is undone inline and done once, in the thread.
     tool = await CICDTool.create(name="counted", url="http://127.0.0.1:1")
