@@ -103,9 +103,7 @@ async def read_run_and_steps(
     """
     leave_out = () if with_logs else ("log",)
     if known is None or with_logs or len(known) < KEEP_FROM:
-        return await sql.select_with_children(
-            _conn(conn), Run, StepRun, "run_id", "position", run_id, leave_out
-        )
+        return await _read_whole(run_id, conn, leave_out)
     # Two small statements: one row of the run, two numbers per step (a join
     # would repeat the run's columns on every step's row).
     run = await read_run(run_id, conn)
@@ -117,7 +115,7 @@ async def read_run_and_steps(
     kept = {step.id: step for step in known}
     stale = [step_id for step_id, version in versions if _kept_version(kept, step_id) != version]
     if len(stale) > MAX_REREAD:
-        return run, await read_steps_without_logs(run_id, conn)
+        return await _read_whole(run_id, conn, leave_out)
     fresh = {
         step.id: step for step in await sql.select_by_ids(_conn(conn), StepRun, stale, leave_out)
     }
@@ -141,13 +139,13 @@ def _kept_version(kept: dict[int, StepRun], step_id: int) -> int | None:
     return None if step is None else step.version
 
 
-async def read_steps_without_logs(
-    run_id: int, conn: BaseDBAsyncClient | None = None
-) -> list[StepRun]:
-    loaded = await sql.select_with_children(
-        _conn(conn), Run, StepRun, "run_id", "position", run_id, ("log",)
+async def _read_whole(
+    run_id: int, conn: BaseDBAsyncClient | None, leave_out: tuple[str, ...]
+) -> tuple[Run, list[StepRun]] | None:
+    """The run and all its steps in one statement (a join)."""
+    return await sql.select_with_children(
+        _conn(conn), Run, StepRun, "run_id", "position", run_id, leave_out
     )
-    return [] if loaded is None else loaded[1]
 
 
 def _status_guard(sources: Collection[str]) -> str:

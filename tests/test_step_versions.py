@@ -114,6 +114,16 @@ async def test_kept_rows_are_read_again_only_where_the_version_moved(
 
         assert await store.read_run_and_steps(run_id + 1000, known=kept) is None
 
+        # Many rows changed at once: read whole, with every change.
+        many_id, _ = await make_run(store.MAX_REREAD + 2)
+        many = await store.read_run_and_steps(many_id)
+        assert many is not None
+        await StepRun.filter(run_id=many_id).update(reason="all of them")
+        again_many = await store.read_run_and_steps(many_id, known=many[1])
+        assert again_many is not None
+        assert [s.reason for s in again_many[1]] == ["all of them"] * (store.MAX_REREAD + 2)
+        assert [s.id for s in again_many[1]] == [s.id for s in many[1]]
+
         # A short run is read whole: one statement, as cheap as checking versions.
         short_id, _ = await make_run(store.KEEP_FROM - 1)
         short = await store.read_run_and_steps(short_id)
