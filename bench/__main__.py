@@ -19,6 +19,7 @@ MODULES = [
     "bench.bench_cli",
     "bench.bench_seed",
     "bench.bench_throughput",
+    "bench.bench_round_trips",
     "bench.bench_memory",
     "bench.bench_soak",
 ]
