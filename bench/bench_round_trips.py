@@ -42,10 +42,12 @@ _BACKGROUND = ('"replica"', '"lease"', "clock_timestamp()")
 
 
 def kind_of(sql: str) -> str:
-    """A statement's kind for the count: its first word, or ``pg_notify``."""
-    if "pg_notify(" in sql:
+    """A statement's kind for the count: its first word (``WITH``: a round's writes sent
+    together), or ``pg_notify`` for a notice sent alone."""
+    first = sql.split(None, 1)[0].rstrip(";").upper() if sql.strip() else "?"
+    if first == "SELECT" and "pg_notify(" in sql:
         return "pg_notify"
-    return sql.split(None, 1)[0].rstrip(";").upper() if sql.strip() else "?"
+    return first
 
 
 def count_statements(log_text: str) -> collections.Counter[str]:
@@ -156,6 +158,7 @@ def main() -> int:
     kinds = ", ".join(f"{kind} {count / RUNS:g}" for kind, count in counted.most_common())
     print(f"round trips to PostgreSQL per run of 2 echo steps (mean of {RUNS} runs)")
     print(f"  {total / RUNS:g} statements, {counted['COMMIT'] / RUNS:g} commits: {kinds}")
+    print("  (WITH: a round's compare-and-sets and notice in one statement)")
     print(f"this machine, asyncpg alone (median of {SAMPLES})")
     print(f"  a round trip (SELECT 1): {costs['trip']:.3f} ms")
     print(

@@ -2,11 +2,18 @@
 
 A round holds every compare-and-set the plan asked for at one moment (a
 step's end and the next step's start, say), so a step boundary costs one
-commit. What the round decided to announce or to do (start a process,
-trigger a build, stop a step) waits in the round until the transaction has
-committed: nothing is announced or done that is not stored. In-transaction
-subscribers (the Slack outbox, the replicas' notice) get the round's events
-together as its writes end, inside the transaction.
+commit. They are queued as the plan makes them (the held rows change at
+once, as if each had won) and sent together as the round ends, with the
+replicas' notice: on PostgreSQL one statement, not one round trip each
+(``storage.round_writes``). If any of them lost, the round is lost whole:
+its transaction rolls back, nothing of it is announced or done, and the
+drive plans again from what is stored (:class:`RoundLost`).
+
+What the round decided to announce or to do (start a process, trigger a
+build, stop a step) waits in the round until the transaction has committed:
+nothing is announced or done that is not stored. In-transaction subscribers
+(the Slack outbox, the replicas' notice) get the round's events together as
+its writes end, inside the transaction.
 """
 
 from __future__ import annotations
@@ -19,11 +26,17 @@ from typing import Any
 from tortoise.transactions import in_transaction
 
 from engine.events import Event, EventBus
+from storage.round_writes import RoundWrites
+
+
+class RoundLost(Exception):
+    """A compare-and-set of the round lost (its row moved meanwhile): none of it was stored."""
 
 
 @dataclass
 class Round:
     conn: Any
+    writes: RoundWrites
     events: list[Event] = field(default_factory=list)
     acts: list[Callable[[], Awaitable[Any]]] = field(default_factory=list)
 
@@ -33,8 +46,12 @@ class Round:
         self.events.append(event)
 
     async def seal(self, bus: EventBus) -> None:
-        """The round's writes are done: in-transaction subscribers get its events."""
+        """The round's writes are done: in-transaction subscribers get its events, and
+        the queued compare-and-sets go (with the notice); :class:`RoundLost` if one lost."""
         await bus.publish_all_in_tx(self.events, self.conn)
+        counts = await self.writes.send()
+        if any(count != 1 for count in counts):
+            raise RoundLost()
 
     def then(self, act: Callable[[], Awaitable[Any]]) -> None:
         self.acts.append(act)
@@ -51,6 +68,9 @@ class Round:
 async def round_of(bus: EventBus) -> AsyncIterator[Round]:
     """A transaction for one round; sealed as its body ends, rolled back if it raises."""
     async with in_transaction() as conn:
-        now = Round(conn)
-        yield now
-        await now.seal(bus)
+        now = Round(conn, RoundWrites(conn))
+        try:
+            yield now
+            await now.seal(bus)
+        finally:
+            now.writes.close()

@@ -45,11 +45,11 @@ from engine.pipelines import JenkinsSpec, Pipeline
 from engine.plan import Plan, StepView, plan
 from engine.recent import Recent
 from engine.replica import ReplicaRef
-from engine.rounds import Round, round_of
+from engine.rounds import Round, RoundLost, round_of
 from engine.runlock import RunLocks
 from engine.snapshots import run_snapshot, step_snapshot
 from engine.state import RUN_TERMINAL, STEP_ACTIVE, RunStatus, StepStatus, step_status
-from engine.transitions import move_run, move_step, request_cancel
+from engine.transitions import queue_move_run, queue_move_step, request_cancel
 from storage import runs as store
 from storage.leases import adopt_step
 from storage.models import CICDTool, Run, StepRun
@@ -308,18 +308,26 @@ class Engine:
                 if decided is None:
                     return None if run_id in self._stale else loaded
             changed = False
-            async with round_of(self.bus) as now:
-                if opening is not None:
-                    loaded = await self._fresh(run_id, loaded, now.conn)
-                    if loaded is None or not await opening(now, *loaded):
-                        return loaded
-                    opening = None
-                    run, steps = loaded
-                    if RunStatus(run.status) not in RUN_TERMINAL | PLANNED_LATER:
-                        decided = self._plan(run, steps)
-                if decided is not None:
-                    assert loaded is not None
-                    changed = await self._apply(*loaded, decided, now)
+            try:
+                async with round_of(self.bus) as now:
+                    if opening is not None:
+                        loaded = await self._fresh(run_id, loaded, now.conn)
+                        if loaded is None or not await opening(now, *loaded):
+                            return loaded
+                        run, steps = loaded
+                        if RunStatus(run.status) not in RUN_TERMINAL | PLANNED_LATER:
+                            decided = self._plan(run, steps)
+                    if decided is not None:
+                        assert loaded is not None
+                        changed = await self._apply(*loaded, decided, now)
+            except RoundLost:
+                # Nothing of it was stored, and the rows held are not what is stored:
+                # plan again from the stored ones (the opening, if any, with them).
+                self._stale.add(run_id)
+                self._known.pop(run_id)
+                loaded = None
+                continue
+            opening = None
             await self._committed(run_id, now)
             if decided is None:
                 continue  # the opening alone: plan from the top (its group, its end)
@@ -420,7 +428,7 @@ class Engine:
         now: Round,
         **fields: Any,
     ) -> bool:
-        won = await move_run(run, status, now.conn, **fields)
+        won = queue_move_run(run, status, now.writes, **fields)
         if won:
             await now.announce(self.bus, event_type(run=run_snapshot(run, steps)))
         else:
@@ -454,10 +462,10 @@ class Engine:
         executor = self.executors.get(step.kind)
         if executor is None:
             executor = NotSupportedExecutor(step.kind, f"no executor for {step.kind} steps")
-        won = await move_step(
+        won = queue_move_step(
             step,
             executor.started_status,
-            now.conn,
+            now.writes,
             expected=[StepStatus.PENDING],
             started_at=store.now(),
             attempt=step.attempt + 1,
@@ -513,7 +521,7 @@ class Engine:
         expected = (
             [StepStatus.PENDING] if outcome.status == StepStatus.SKIPPED else list(STEP_ACTIVE)
         )
-        won = await move_step(step, outcome.status, now.conn, expected=expected, **fields)
+        won = queue_move_step(step, outcome.status, now.writes, expected=expected, **fields)
         if won:
             await now.announce(
                 self.bus, StepFinished(run=run_snapshot(run, steps), step=step_snapshot(step))
@@ -589,12 +597,16 @@ class Engine:
         """Store a step's outcome, then drive the run on; False when it lost (moved meanwhile)."""
         ended = False
 
-        async def end(now: Round, run: Run, steps: list[StepRun]) -> bool:
+        async def stored() -> None:
             nonlocal ended
+            ended = True
+
+        async def end(now: Round, run: Run, steps: list[StepRun]) -> bool:
             step = next((s for s in steps if s.id == step_id), None)
-            if step is not None:
-                ended = await self._end_step(run, steps, step, outcome, now)
-            return ended
+            if step is None or not await self._end_step(run, steps, step, outcome, now):
+                return False
+            now.then(stored)  # the first act: once the round has committed
+            return True
 
         async with self._locks.hold(run_id) as took:
             if took:
@@ -603,11 +615,15 @@ class Engine:
                 return ended
             # Inside this run's own drive: end it alone; the drive plans on from the
             # stored rows, since the ones it holds are now out of date.
-            async with round_of(self.bus) as alone:
-                loaded = await store.read_run_and_steps(run_id, alone.conn)
-                if loaded is not None:
-                    await end(alone, *loaded)
-            await self._committed(run_id, alone)
+            try:
+                async with round_of(self.bus) as alone:
+                    loaded = await store.read_run_and_steps(run_id, alone.conn)
+                    if loaded is not None:
+                        await end(alone, *loaded)
+            except RoundLost:
+                self._known.pop(run_id)  # the step moved meanwhile: nothing was stored
+            else:
+                await self._committed(run_id, alone)
             self._stale.add(run_id)
         return ended
 

@@ -18,6 +18,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from tortoise import connections
 
+from storage.round_writes import open_writes
+
 log = logging.getLogger(__name__)
 
 MAX_PAYLOAD = 7900
@@ -42,11 +44,19 @@ async def notify(channel: str, payload: str, conn: Any = None) -> None:
 
 
 async def notify_all(channel: str, payloads: list[str], conn: Any) -> None:
-    """Send each payload, in order, in as few statements as it takes (one for a round)."""
+    """Send each payload, in order, in as few statements as it takes.
+
+    On an engine round's transaction they join the round's own statement
+    (``storage.round_writes``): no round trip of their own.
+    """
+    if any(len(p.encode()) > MAX_PAYLOAD for p in payloads):
+        raise ValueError("NOTIFY payload too large")
+    writes = open_writes(conn)
+    if writes is not None:
+        writes.notify(channel, payloads)
+        return
     for start in range(0, len(payloads), NOTIFY_CHUNK):
         chunk = payloads[start : start + NOTIFY_CHUNK]
-        if any(len(p.encode()) > MAX_PAYLOAD for p in chunk):
-            raise ValueError("NOTIFY payload too large")
         calls = ", ".join(f"pg_notify($1, ${i + 2})" for i in range(len(chunk)))
         await conn.execute_query(f"SELECT {calls}", [channel, *chunk])
 

@@ -16,6 +16,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 
 from storage import sql
 from storage.models import Run, StepRun
+from storage.round_writes import Change, RoundWrites
 
 
 def now() -> datetime:
@@ -191,6 +192,40 @@ async def set_step_status(
             setattr(step, key, value)
         step.version += 1
     return bool(count)
+
+
+def queue_run_status(
+    writes: RoundWrites, run: Run, proposed: str, sources: Collection[str], **fields: Any
+) -> bool:
+    """Queue moving ``run`` to ``proposed`` from one of ``sources`` in a round; update ``run``.
+
+    False, queueing nothing, when ``run`` as held is in none of them (it moved on:
+    the round would lose). The round checks every queued change as it ends.
+    """
+    guard = list(sources)
+    if run.status not in guard:
+        return False
+    changes: dict[str, Any] = {"status": proposed, **fields}
+    writes.add(Change(Run, run.id, changes, _status_guard(guard), [run.id, *guard]))
+    for key, value in changes.items():
+        setattr(run, key, value)
+    return True
+
+
+def queue_step_status(
+    writes: RoundWrites, step: StepRun, proposed: str, sources: Collection[str], **fields: Any
+) -> bool:
+    """:func:`queue_run_status` for a step (its ``version`` moves with it)."""
+    guard = list(sources)
+    if step.status not in guard:
+        return False
+    changes: dict[str, Any] = {"status": proposed, **fields}
+    where = _status_guard(guard)
+    writes.add(Change(StepRun, step.id, changes, where, [step.id, *guard], counter="version"))
+    for key, value in changes.items():
+        setattr(step, key, value)
+    step.version += 1
+    return True
 
 
 async def write_step_fields(

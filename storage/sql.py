@@ -54,14 +54,24 @@ def table_of(model: type[Model]) -> Table:
 @functools.cache
 def _render(template: str, dialect: str) -> str:
     """``?`` placeholders as the driver wants them (``$1, $2, …`` for asyncpg)."""
-    if dialect != "postgres":
-        return template
-    numbers = iter(range(1, 10_000))
-    return _PLACEHOLDER.sub(lambda _: f"${next(numbers)}", template)
+    return render_for(dialect, template)
 
 
 def _sql(conn: BaseDBAsyncClient, template: str) -> str:
     return _render(template, conn.capabilities.dialect)
+
+
+def render(conn: BaseDBAsyncClient, template: str) -> str:
+    """A ``?`` template as ``conn``'s driver wants it (cached: for fixed shapes)."""
+    return _sql(conn, template)
+
+
+def render_for(dialect: str, template: str) -> str:
+    """:func:`render` without the cache, for statements whose shape varies."""
+    if dialect != "postgres":
+        return template
+    numbers = iter(range(1, 10_000))
+    return _PLACEHOLDER.sub(lambda _: f"${next(numbers)}", template)
 
 
 def _marks(count: int) -> str:
@@ -69,7 +79,7 @@ def _marks(count: int) -> str:
 
 
 @functools.cache
-def _update_template(
+def update_template(
     table: str, columns: tuple[str, ...], where: str, counter: str | None = None
 ) -> str:
     sets = [f'"{c}"=?' for c in columns]
@@ -97,7 +107,7 @@ async def update(
     ``where`` is SQL with ``?`` placeholders, written by us (never user text).
     ``counter`` names an integer column the statement also adds one to.
     """
-    template = _update_template(table_of(model).name, tuple(changes), where, counter)
+    template = update_template(table_of(model).name, tuple(changes), where, counter)
     count, _ = await conn.execute_query(
         _sql(conn, template), [*db_values(model, changes), *where_values]
     )

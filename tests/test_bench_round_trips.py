@@ -10,6 +10,7 @@ LOG = """\
 2026-12-01 23:25:54.665 UTC [1706] DETAIL:  parameters: $1 = 'quick'
 2026-12-01 23:25:54.666 UTC [1706] LOG:  execute __asyncpg_stmt_15__: UPDATE "step_run" SET "status"=$1 WHERE "id"=$2
 2026-12-01 23:25:54.667 UTC [1706] LOG:  execute __asyncpg_stmt_16__: SELECT pg_notify($1, $2), pg_notify($1, $3)
+2026-12-01 23:25:54.667 UTC [1706] LOG:  execute __asyncpg_stmt_17__: WITH w0 AS (UPDATE "step_run" SET "status"=$1 WHERE "id"=$2 RETURNING 1) SELECT (SELECT count(*) FROM w0), pg_notify($3, $4)
 2026-12-01 23:25:54.667 UTC [1706] LOG:  statement: COMMIT;
 2026-12-01 23:25:55.675 UTC [1706] LOG:  execute __asyncpg_stmt_a__: SELECT clock_timestamp() AS t
 2026-12-01 23:25:55.676 UTC [1706] LOG:  execute __asyncpg_stmt_1a__: UPDATE "replica" SET "lease_until"=$1 WHERE "id"=$2
@@ -20,4 +21,11 @@ LOG = """\
 
 def test_statements_are_counted_by_kind_and_heartbeats_are_left_out() -> None:
     counted = count_statements(LOG)
-    assert dict(counted) == {"BEGIN": 1, "INSERT": 1, "UPDATE": 1, "pg_notify": 1, "COMMIT": 1}
+    assert dict(counted) == {
+        "BEGIN": 1,
+        "INSERT": 1,
+        "UPDATE": 1,
+        "pg_notify": 1,
+        "WITH": 1,
+        "COMMIT": 1,
+    }

@@ -1,0 +1,115 @@
+"""A round's compare-and-sets go together as it ends, and a lost one loses the round whole.
+
+What a user relies on: a step boundary either happens entirely (the step's
+end, the next step's start, what the Slack outbox and the other replicas are
+told) or not at all, and then the engine plans again from what is stored. On
+PostgreSQL the round's writes and its notice are one statement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from engine.events import Event, EventBus, RunStarted
+from engine.rounds import RoundLost, round_of
+from engine.snapshots import run_snapshot
+from engine.state import StepStatus
+from engine.transitions import queue_move_step
+from storage import runs as store
+from storage.models import SeenEvent, StepRun
+from storage.notify import asyncpg_dsn, notify, notify_all
+from tests.engine_harness import engine_on
+from tests.test_step_versions import make_run
+
+
+async def stored(step_id: int) -> tuple[str, int]:
+    row = await StepRun.get(id=step_id)
+    return row.status, row.version
+
+
+async def test_a_rounds_changes_are_stored_together_in_order(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with engine_on(database_url, tmp_path):
+        _, (first, second, third) = await make_run(3)
+        async with round_of(EventBus()) as now:
+            assert queue_move_step(first, StepStatus.RUNNING, now.writes)
+            assert queue_move_step(second, StepStatus.RUNNING, now.writes)
+            # The same row once more in the round: sent after the first change of it.
+            assert queue_move_step(first, StepStatus.SUCCESS, now.writes)
+            assert (await stored(first.id))[0] == "pending"  # nothing sent yet
+        assert await stored(first.id) == ("success", 2)
+        assert await stored(second.id) == ("running", 1)
+        assert await stored(third.id) == ("pending", 0)
+        assert (first.status, first.version) == ("success", 2)
+
+
+async def test_a_held_row_that_cannot_move_is_not_queued(database_url: str, tmp_path: Path) -> None:
+    async with engine_on(database_url, tmp_path):
+        _, (step, _) = await make_run(2)
+        async with round_of(EventBus()) as now:
+            assert not queue_move_step(step, StepStatus.SUCCESS, now.writes)  # pending
+            assert now.writes.changes == []
+
+
+async def test_a_round_with_a_lost_change_stores_nothing(database_url: str, tmp_path: Path) -> None:
+    async with engine_on(database_url, tmp_path):
+        run_id, (first, second) = await make_run(2)
+        loaded = await store.read_run_and_steps(run_id)
+        assert loaded is not None
+        # Another writer (another replica, say) moves the second step meanwhile.
+        await StepRun.filter(id=second.id).update(status="skipped")
+        bus = EventBus()
+
+        async def outbox(event: Event, conn: Any) -> None:  # writes in the round, as Slack's does
+            await SeenEvent.create(event_id=f"outbox-{first.id}", using_db=conn)
+
+        bus.subscribe_in_tx(outbox)
+        acted: list[str] = []
+
+        async def act() -> None:
+            acted.append("started")
+
+        with pytest.raises(RoundLost):
+            async with round_of(bus) as now:
+                assert queue_move_step(first, StepStatus.RUNNING, now.writes)
+                assert queue_move_step(second, StepStatus.RUNNING, now.writes)  # held: pending
+                await now.announce(bus, RunStarted(run=run_snapshot(*loaded)))
+                now.then(act)
+        assert await stored(first.id) == ("pending", 0)  # won, and rolled back with the rest
+        assert await stored(second.id) == ("skipped", 1)
+        assert not await SeenEvent.filter(event_id=f"outbox-{first.id}").exists()
+        assert acted == []
+
+
+@pytest.mark.postgres
+async def test_notices_go_with_the_rounds_statement_and_only_if_it_commits(
+    pg_url: str, tmp_path: Path
+) -> None:
+    async with engine_on(pg_url, tmp_path):
+        listener = await asyncpg.connect(asyncpg_dsn(pg_url))
+        heard: asyncio.Queue[str] = asyncio.Queue()
+        await listener.add_listener("t_round", lambda *args: heard.put_nowait(args[3]))
+        try:
+            _, (first, second) = await make_run(2)
+            async with round_of(EventBus()) as now:
+                assert queue_move_step(first, StepStatus.RUNNING, now.writes)
+                await notify_all("t_round", ["one", "two"], now.conn)
+                assert now.writes.notices == [("t_round", "one"), ("t_round", "two")]
+            assert [await asyncio.wait_for(heard.get(), 5) for _ in range(2)] == ["one", "two"]
+
+            await StepRun.filter(id=second.id).update(status="skipped")
+            with pytest.raises(RoundLost):
+                async with round_of(EventBus()) as now:
+                    assert queue_move_step(second, StepStatus.RUNNING, now.writes)
+                    await notify_all("t_round", ["lost"], now.conn)
+            # A notice sent after the lost one's would arrive after it: only this one comes.
+            await notify("t_round", "after")
+            assert await asyncio.wait_for(heard.get(), 5) == "after"
+        finally:
+            await listener.close()
