@@ -162,7 +162,7 @@ _EVENT_NAMES: dict[type[Event], str] = {
 }
 
 InTxHandler = Callable[[Event, Any], Awaitable[None]]
-# Given every event of one transaction at once, just before it commits.
+# Given every event of one transaction at once (in a round: before its writes are sent).
 InTxBatchHandler = Callable[[Sequence[Event], Any], Awaitable[None]]
 AfterCommitHandler = Callable[[Event], Awaitable[None] | None]
 
@@ -196,11 +196,21 @@ class EventBus:
 
     async def publish_all_in_tx(self, events: Sequence[Event], connection: Any) -> None:
         """Every event of one transaction, in order, inside it (errors roll it back)."""
-        if not events:
-            return
+        await self.publish_each_in_tx(events, connection)
+        await self.publish_batch_in_tx(events, connection)
+
+    async def publish_each_in_tx(self, events: Sequence[Event], connection: Any) -> None:
+        """The subscribers that take one event at a time (they may read what it changed)."""
         for event in events:
             for handler in self._in_tx:
                 await handler(event, connection)
+
+    async def publish_batch_in_tx(self, events: Sequence[Event], connection: Any) -> None:
+        """The subscribers that take a transaction's events together. An engine round
+        calls them before its compare-and-sets are sent (their notices join that
+        statement), so they must not read the rows the events are about."""
+        if not events:
+            return
         for batch in self._in_tx_batch:
             await batch(events, connection)
 

@@ -46,12 +46,14 @@ class Round:
         self.events.append(event)
 
     async def seal(self, bus: EventBus) -> None:
-        """The round's writes are done: in-transaction subscribers get its events, and
-        the queued compare-and-sets go (with the notice); :class:`RoundLost` if one lost."""
-        await bus.publish_all_in_tx(self.events, self.conn)
+        """The round's writes are done: the queued compare-and-sets go, with the notice
+        the batch subscribers add (:class:`RoundLost` if one lost); then the other
+        in-transaction subscribers (the outbox) get the events, and see those writes."""
+        await bus.publish_batch_in_tx(self.events, self.conn)
         counts = await self.writes.send()
         if any(count != 1 for count in counts):
             raise RoundLost()
+        await bus.publish_each_in_tx(self.events, self.conn)
 
     def then(self, act: Callable[[], Awaitable[Any]]) -> None:
         self.acts.append(act)

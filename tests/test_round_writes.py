@@ -57,19 +57,29 @@ async def test_a_held_row_that_cannot_move_is_not_queued(database_url: str, tmp_
             assert now.writes.changes == []
 
 
-async def test_a_round_with_a_lost_change_stores_nothing(database_url: str, tmp_path: Path) -> None:
+async def test_the_outbox_sees_the_rounds_writes_and_a_lost_round_stores_nothing(
+    database_url: str, tmp_path: Path
+) -> None:
     async with engine_on(database_url, tmp_path):
         run_id, (first, second) = await make_run(2)
         loaded = await store.read_run_and_steps(run_id)
         assert loaded is not None
-        # Another writer (another replica, say) moves the second step meanwhile.
-        await StepRun.filter(id=second.id).update(status="skipped")
         bus = EventBus()
+        seen: list[str] = []
 
-        async def outbox(event: Event, conn: Any) -> None:  # writes in the round, as Slack's does
-            await SeenEvent.create(event_id=f"outbox-{first.id}", using_db=conn)
+        async def outbox(event: Event, conn: Any) -> None:  # as Slack's: reads, then writes
+            row = await StepRun.get(id=first.id).using_db(conn)
+            seen.append(row.status)
+            await SeenEvent.create(event_id=f"outbox-{len(seen)}", using_db=conn)
 
         bus.subscribe_in_tx(outbox)
+        async with round_of(bus) as now:
+            assert queue_move_step(first, StepStatus.RUNNING, now.writes)
+            await now.announce(bus, RunStarted(run=run_snapshot(*loaded)))
+        assert seen == ["running"]  # the round's change, inside the round
+
+        # Another writer (another replica, say) moves the second step meanwhile.
+        await StepRun.filter(id=second.id).update(status="skipped")
         acted: list[str] = []
 
         async def act() -> None:
@@ -77,13 +87,13 @@ async def test_a_round_with_a_lost_change_stores_nothing(database_url: str, tmp_
 
         with pytest.raises(RoundLost):
             async with round_of(bus) as now:
-                assert queue_move_step(first, StepStatus.RUNNING, now.writes)
+                assert queue_move_step(first, StepStatus.SUCCESS, now.writes)
                 assert queue_move_step(second, StepStatus.RUNNING, now.writes)  # held: pending
                 await now.announce(bus, RunStarted(run=run_snapshot(*loaded)))
                 now.then(act)
-        assert await stored(first.id) == ("pending", 0)  # won, and rolled back with the rest
+        assert await stored(first.id) == ("running", 1)  # won, and rolled back with the rest
         assert await stored(second.id) == ("skipped", 1)
-        assert not await SeenEvent.filter(event_id=f"outbox-{first.id}").exists()
+        assert seen == ["running"] and await SeenEvent.all().count() == 1
         assert acted == []
 
 
