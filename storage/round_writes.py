@@ -61,7 +61,9 @@ class RoundWrites:
         self.conn = conn
         self.changes: list[Change] = []
         self.notices: list[tuple[str, str]] = []
-        _OPEN[conn] = self
+        self._in_one_statement = conn.capabilities.dialect == "postgres"
+        if self._in_one_statement:  # only PostgreSQL has notices to join the statement
+            _OPEN[conn] = self
 
     def add(self, change: Change) -> None:
         self.changes.append(change)
@@ -77,8 +79,8 @@ class RoundWrites:
         """Send what was queued; each change's row count, in order."""
         changes, notices = self.changes, self.notices
         self.changes, self.notices = [], []
-        if self.conn.capabilities.dialect != "postgres":
-            return await _one_by_one(self.conn, changes, notices)
+        if not self._in_one_statement:
+            return await _one_by_one(self.conn, changes)
         counts: list[int] = []
         batches = _batches(changes) or [[]]
         for i, batch in enumerate(batches):
@@ -112,16 +114,11 @@ def _batches(changes: list[Change]) -> list[list[Change]]:
     return batches
 
 
-async def _one_by_one(
-    conn: BaseDBAsyncClient, changes: list[Change], notices: list[tuple[str, str]]
-) -> list[int]:
+async def _one_by_one(conn: BaseDBAsyncClient, changes: list[Change]) -> list[int]:
     counts = []
     for change in changes:
-        template = change.template
-        count, _ = await conn.execute_query(sql.render(conn, template), change.values())
+        count, _ = await conn.execute_query(sql.render(conn, change.template), change.values())
         counts.append(int(count))
-    for channel, payload in notices:
-        await conn.execute_query(sql.render(conn, "SELECT pg_notify(?, ?)"), [channel, payload])
     return counts
 
 

@@ -57,13 +57,9 @@ def _render(template: str, dialect: str) -> str:
     return render_for(dialect, template)
 
 
-def _sql(conn: BaseDBAsyncClient, template: str) -> str:
-    return _render(template, conn.capabilities.dialect)
-
-
 def render(conn: BaseDBAsyncClient, template: str) -> str:
     """A ``?`` template as ``conn``'s driver wants it (cached: for fixed shapes)."""
-    return _sql(conn, template)
+    return _render(template, conn.capabilities.dialect)
 
 
 def render_for(dialect: str, template: str) -> str:
@@ -109,7 +105,7 @@ async def update(
     """
     template = update_template(table_of(model).name, tuple(changes), where, counter)
     count, _ = await conn.execute_query(
-        _sql(conn, template), [*db_values(model, changes), *where_values]
+        render(conn, template), [*db_values(model, changes), *where_values]
     )
     return int(count)
 
@@ -124,7 +120,7 @@ async def select(
     """Whole rows of ``model`` as model instances."""
     table = table_of(model)
     template = _select_template(table.name, table.select_list, where, order_by)
-    _, rows = await conn.execute_query(_sql(conn, template), list(values))
+    _, rows = await conn.execute_query(render(conn, template), list(values))
     return [model._init_from_db(**dict(row)) for row in rows]
 
 
@@ -150,7 +146,7 @@ async def insert(conn: BaseDBAsyncClient, instances: Iterable[M]) -> list[M]:
                 )
         template = _insert_template(table.name, table.columns, len(chunk))
         # (execute_query_dict: asyncpg's execute_query drops an INSERT's RETURNING rows.)
-        rows = await conn.execute_query_dict(_sql(conn, template), values)
+        rows = await conn.execute_query_dict(render(conn, template), values)
         # RETURNING order is not promised: ids follow the order the rows went in.
         ids = sorted(int(row["id"]) for row in rows)
         if len(ids) != len(chunk):
@@ -185,7 +181,7 @@ async def select_with_children(
     """
     columns = child_columns(child, leave_out)
     template = _join_template(parent, child, foreign_key, order_by, columns)
-    _, rows = await conn.execute_query(_sql(conn, template), [parent_id])
+    _, rows = await conn.execute_query(render(conn, template), [parent_id])
     if not rows:
         return None
     parent_columns = ("id", *table_of(parent).columns)
@@ -212,7 +208,7 @@ async def select_columns(
     """Some columns of ``model``'s rows, as plain tuples (no model objects)."""
     chosen = ",".join(f'"{c}"' for c in columns)
     template = _select_template(table_of(model).name, chosen, where, order_by)
-    _, rows = await conn.execute_query(_sql(conn, template), list(values))
+    _, rows = await conn.execute_query(render(conn, template), list(values))
     return [tuple(row) for row in rows]
 
 
@@ -225,7 +221,7 @@ async def select_by_ids(
     for start in range(0, len(ids), INSERT_CHUNK):
         chunk = list(ids[start : start + INSERT_CHUNK])
         template = _by_ids_template(table_of(model).name, columns, len(chunk))
-        _, rows = await conn.execute_query(_sql(conn, template), chunk)
+        _, rows = await conn.execute_query(render(conn, template), chunk)
         found += [
             model._init_from_db(**dict(zip(columns, tuple(row), strict=True))) for row in rows
         ]
