@@ -43,10 +43,21 @@ async def fake() -> AsyncIterator[FakeJenkins]:
         yield fake
 
 
-async def reason_becomes(run_id: int, wanted: str | None, timeout: float = 15.0) -> StepRun:
+# A step's timeout that leaves room for the note on a loaded machine (the note comes
+# after the first refused attempt; the step must still be running when it is seen).
+STEP_TIMEOUT = 8
+
+
+async def reason_becomes(
+    run_id: int, wanted: str | None, timeout: float = 15.0
+) -> tuple[StepStatus, str | None]:
+    async def status_and_reason() -> tuple[StepStatus, str | None]:
+        step = await jenkins_step(run_id)
+        return step.status, step.reason
+
     return await eventually(
-        lambda: jenkins_step(run_id),
-        lambda s: s.status == StepStatus.RUNNING and s.reason == wanted,
+        status_and_reason,
+        lambda seen: seen == (StepStatus.RUNNING, wanted),
         timeout=timeout,
     )
 
@@ -54,7 +65,7 @@ async def reason_becomes(run_id: int, wanted: str | None, timeout: float = 15.0)
 async def test_unreachable_while_triggering_says_so_then_fails_at_the_timeout(
     sqlite_url: str, pipelines_dir: Path, fake: FakeJenkins
 ) -> None:
-    write_jenkins_pipeline(pipelines_dir, step_extra="timeout: 3\n    ")
+    write_jenkins_pipeline(pipelines_dir, step_extra=f"timeout: {STEP_TIMEOUT}\n    ")
     settings = jenkins_settings(sqlite_url, pipelines_dir, fake, ANSFLOW_JWT_SECRET=JWT)
     async with serving(settings) as server:
         await fake.go_down()
@@ -72,8 +83,11 @@ async def test_unreachable_while_triggering_says_so_then_fails_at_the_timeout(
         run = await finished(server, run_id)
         took = time.monotonic() - began
     assert run.status == RunStatus.FAILED
-    assert run.reason == "timed out after 3s (Jenkins jenkins unreachable: connection refused)"
-    assert 2.5 <= took < 15
+    assert (
+        run.reason
+        == f"timed out after {STEP_TIMEOUT}s (Jenkins jenkins unreachable: connection refused)"
+    )
+    assert STEP_TIMEOUT - 0.5 <= took < STEP_TIMEOUT + 15
 
 
 async def _get_json(url: str, headers: dict[str, str]) -> Any:
@@ -126,7 +140,7 @@ async def test_unreachable_while_following_fails_at_the_steps_timeout(
     sqlite_url: str, pipelines_dir: Path, fake: FakeJenkins
 ) -> None:
     fake.hold("deploy-web")
-    write_jenkins_pipeline(pipelines_dir, step_extra="timeout: 3\n    ")
+    write_jenkins_pipeline(pipelines_dir, step_extra=f"timeout: {STEP_TIMEOUT}\n    ")
     async with serving(jenkins_settings(sqlite_url, pipelines_dir, fake)) as server:
         service(server).poller.backoff_cap = 0.5
         run_id = await start_run(server)
@@ -135,7 +149,10 @@ async def test_unreachable_while_following_fails_at_the_steps_timeout(
         await reason_becomes(run_id, NOTE)
         run = await finished(server, run_id)
     assert run.status == RunStatus.FAILED
-    assert run.reason == "timed out after 3s (Jenkins jenkins unreachable: connection refused)"
+    assert (
+        run.reason
+        == f"timed out after {STEP_TIMEOUT}s (Jenkins jenkins unreachable: connection refused)"
+    )
 
 
 async def test_the_slack_card_shows_the_reason_while_jenkins_is_unreachable(
