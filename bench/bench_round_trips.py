@@ -7,11 +7,14 @@ the server's own statement log, with the engine wired as ``ansflow serve``
 wires it (the replicas' notice included, no Slack). The lease keeper's
 heartbeats are left out of the count.
 
+A commit is a COMMIT, or a write sent outside a transaction (a step
+boundary's statement commits alone when no Slack outbox rows go with it).
+
 It then times, on this machine and with asyncpg alone, a round trip
-(``SELECT 1``) and a step boundary's writes two ways: as the engine sends
-them today (BEGIN, the read, two compare-and-sets, the notice, COMMIT) and as
-one statement that commits alone. The gap is what folding a round into one
-statement would buy per boundary.
+(``SELECT 1``) and a step boundary's writes two ways: as six statements
+(BEGIN, the read, two compare-and-sets, the notice, COMMIT, as the engine
+once sent them) and as one statement that commits alone. The gap is what
+folding a round into one statement buys per boundary.
 """
 
 from __future__ import annotations
@@ -36,8 +39,10 @@ CLI = Actor("cli:bench", trusted=True)
 RUNS = 5
 WARMUP = 3
 SAMPLES = 200
-# "LOG:  statement: BEGIN;" (simple protocol) or "LOG:  execute <name>: UPDATE ..." (extended).
-_STATEMENT = re.compile(r"LOG:  (?:statement|execute [^:]*): (.*)$")
+# "[pid] LOG:  statement: BEGIN;" (simple protocol) or "LOG:  execute <name>: UPDATE ..."
+# (extended), after the log line prefix "%m [%p] ".
+_STATEMENT = re.compile(r"\[(\d+)\] LOG:  (?:statement|execute [^:]*): (.*)$")
+_WRITES = frozenset({"WITH", "INSERT", "UPDATE", "DELETE"})
 _BACKGROUND = ('"replica"', '"lease"', "clock_timestamp()")
 
 
@@ -51,16 +56,26 @@ def kind_of(sql: str) -> str:
 
 
 def count_statements(log_text: str) -> collections.Counter[str]:
-    """Statements in a slice of the server log, by kind (background ones left out)."""
+    """Statements in a slice of the server log, by kind (background ones left out),
+    and ``commits``: COMMITs and the writes sent outside a transaction."""
     counted: collections.Counter[str] = collections.Counter()
+    in_transaction: dict[str, bool] = {}
     for line in log_text.splitlines():
         found = _STATEMENT.search(line)
         if found is None:
             continue
-        sql = found.group(1)
+        backend, sql = found.groups()
         if any(mark in sql for mark in _BACKGROUND):
             continue
-        counted[kind_of(sql)] += 1
+        kind = kind_of(sql)
+        counted[kind] += 1
+        if kind == "BEGIN":
+            in_transaction[backend] = True
+        elif kind in ("COMMIT", "ROLLBACK"):
+            in_transaction[backend] = False
+            counted["commits"] += kind == "COMMIT"
+        elif kind in _WRITES and not in_transaction.get(backend, False):
+            counted["commits"] += 1
     return counted
 
 
@@ -154,10 +169,11 @@ def main() -> int:
         counted = asyncio.run(statements_per_run(pg.create_database("trips"), folder, pg.log_file))
         pg.create_database("costs")
         costs = asyncio.run(costs_here(pg.dsn("costs")))
+    commits = counted.pop("commits", 0)
     total = sum(counted.values())
     kinds = ", ".join(f"{kind} {count / RUNS:g}" for kind, count in counted.most_common())
     print(f"round trips to PostgreSQL per run of 2 echo steps (mean of {RUNS} runs)")
-    print(f"  {total / RUNS:g} statements, {counted['COMMIT'] / RUNS:g} commits: {kinds}")
+    print(f"  {total / RUNS:g} statements, {commits / RUNS:g} commits: {kinds}")
     print("  (WITH: a round's compare-and-sets and notice in one statement)")
     print(f"this machine, asyncpg alone (median of {SAMPLES})")
     print(f"  a round trip (SELECT 1): {costs['trip']:.3f} ms")

@@ -183,6 +183,11 @@ class EventBus:
     def has_in_tx(self) -> bool:
         return bool(self._in_tx or self._in_tx_batch)
 
+    def has_each_in_tx(self) -> bool:
+        """Is there a subscriber that takes events one at a time in the transaction
+        (and may read and write rows there, as the Slack outbox does)?"""
+        return bool(self._in_tx)
+
     def subscribe(self, handler: AfterCommitHandler) -> None:
         self._after_commit.append(handler)
 

@@ -14,6 +14,12 @@ build, stop a step) waits in the round until the transaction has committed:
 nothing is announced or done that is not stored. In-transaction subscribers
 (the Slack outbox, the replicas' notice) get the round's events together as
 its writes end, inside the transaction.
+
+A round that only reads and queues changes (``alone``: a step boundary, not
+a run's creation) needs no transaction of its own on PostgreSQL when nothing
+is to commit with its changes (no outbox: no Slack): its reads see what is
+committed, as a transaction's would, and its changes go as one statement
+that commits whole or not at all (``RoundWrites.without_transaction``).
 """
 
 from __future__ import annotations
@@ -23,10 +29,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from tortoise import connections
 from tortoise.transactions import in_transaction
 
 from engine.events import Event, EventBus
-from storage.round_writes import RoundWrites
+from storage.round_writes import ChangesLost, RoundWrites
 
 
 class RoundLost(Exception):
@@ -50,9 +57,10 @@ class Round:
         the batch subscribers add (:class:`RoundLost` if one lost); then the other
         in-transaction subscribers (the outbox) get the events, and see those writes."""
         await bus.publish_batch_in_tx(self.events, self.conn)
-        counts = await self.writes.send()
-        if any(count != 1 for count in counts):
-            raise RoundLost()
+        try:
+            await self.writes.send()
+        except ChangesLost:
+            raise RoundLost() from None
         await bus.publish_each_in_tx(self.events, self.conn)
 
     def then(self, act: Callable[[], Awaitable[Any]]) -> None:
@@ -67,8 +75,23 @@ class Round:
 
 
 @asynccontextmanager
-async def round_of(bus: EventBus) -> AsyncIterator[Round]:
-    """A transaction for one round; sealed as its body ends, rolled back if it raises."""
+async def round_of(bus: EventBus, *, alone: bool = False) -> AsyncIterator[Round]:
+    """A transaction for one round; sealed as its body ends, rolled back if it raises.
+
+    ``alone``: the body only reads and queues changes (it writes nothing on
+    ``conn`` itself), so on PostgreSQL, with no per-event in-transaction
+    subscriber, the round goes without a transaction of its own.
+    """
+    client = connections.get("default")
+    if alone and not bus.has_each_in_tx() and client.capabilities.dialect == "postgres":
+        writes = RoundWrites.without_transaction(client)
+        now = Round(writes.conn, writes)
+        try:
+            yield now
+            await now.seal(bus)
+        finally:
+            writes.close()
+        return
     async with in_transaction() as conn:
         now = Round(conn, RoundWrites(conn))
         try:

@@ -309,7 +309,7 @@ class Engine:
                     return None if run_id in self._stale else loaded
             changed = False
             try:
-                async with round_of(self.bus) as now:
+                async with round_of(self.bus, alone=True) as now:
                     if opening is not None:
                         loaded = await self._fresh(run_id, loaded, now.conn)
                         if loaded is None or not await opening(now, *loaded):
@@ -616,7 +616,7 @@ class Engine:
             # Inside this run's own drive: end it alone; the drive plans on from the
             # stored rows, since the ones it holds are now out of date.
             try:
-                async with round_of(self.bus) as alone:
+                async with round_of(self.bus, alone=True) as alone:
                     loaded = await store.read_run_and_steps(run_id, alone.conn)
                     if loaded is not None:
                         await end(alone, *loaded)

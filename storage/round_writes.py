@@ -7,9 +7,21 @@ each compare-and-set a data-modifying CTE that reports its row count, the
 notices ``pg_notify`` calls in its SELECT. SQLite, whose statements cost
 microseconds, gets them one by one, in order.
 
-The counts come back in the order the changes were queued. A row changed twice
-in one round is sent in two statements (PostgreSQL leaves undefined which of
-two changes of one row in a statement wins).
+A round wins whole or not at all: :meth:`RoundWrites.send` raises
+:class:`ChangesLost` if any change matched no row, inside the round's
+transaction, which then rolls back. A row changed twice in one round is sent
+in two statements (PostgreSQL leaves undefined which of two changes of one
+row in a statement wins).
+
+A round with nothing else to commit with its changes (no outbox rows: no
+Slack) needs no transaction of its own on PostgreSQL
+(:meth:`RoundWrites.without_transaction`):
+its changes go as one statement that commits by itself, all or nothing. Each
+change's row is first locked and checked (``SELECT … FOR UPDATE`` of the
+change's own condition); every change, and the notices, apply only if all of
+them found their row. That spares BEGIN and COMMIT, two of a boundary's four
+round trips. Changes that need more than one statement get a transaction
+after all.
 """
 
 from __future__ import annotations
@@ -22,6 +34,7 @@ from typing import Any
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.models import Model
+from tortoise.transactions import in_transaction
 
 from storage import sql
 
@@ -32,6 +45,22 @@ NOTICES_PER_STATEMENT = 50
 # The writes each open round holds, by its transaction's connection: a notice
 # sent on that connection joins the round's statement (storage.notify).
 _OPEN: weakref.WeakKeyDictionary[Any, RoundWrites] = weakref.WeakKeyDictionary()
+
+
+class ChangesLost(Exception):
+    """A queued change found no row to change: none of the round's changes was stored."""
+
+
+class OwnStatements:
+    """The shared connection as a round without a transaction uses it: each statement
+    commits alone. One object per round, so the round's notices find the round
+    (:func:`open_writes`) and no one else's do."""
+
+    def __init__(self, client: BaseDBAsyncClient) -> None:
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
 
 
 @dataclass(frozen=True)
@@ -50,6 +79,11 @@ class Change:
         table = sql.table_of(self.model).name
         return sql.update_template(table, tuple(self.changes), self.where, self.counter)
 
+    @property
+    def shape(self) -> tuple[str, tuple[str, ...], str, str | None]:
+        """What the statement's text depends on (its values aside)."""
+        return sql.table_of(self.model).name, tuple(self.changes), self.where, self.counter
+
     def values(self) -> list[Any]:
         return [*sql.db_values(self.model, self.changes), *self.where_values]
 
@@ -57,13 +91,22 @@ class Change:
 class RoundWrites:
     """What one round will write, kept until :meth:`send`."""
 
-    def __init__(self, conn: BaseDBAsyncClient) -> None:
+    def __init__(self, conn: Any, *, transaction: bool = True) -> None:
         self.conn = conn
         self.changes: list[Change] = []
         self.notices: list[tuple[str, str]] = []
         self._in_one_statement = conn.capabilities.dialect == "postgres"
+        self._in_transaction = transaction
         if self._in_one_statement:  # only PostgreSQL has notices to join the statement
             _OPEN[conn] = self
+
+    @classmethod
+    def without_transaction(cls, client: BaseDBAsyncClient) -> RoundWrites:
+        """The writes of a round without a transaction, on PostgreSQL's shared ``client``;
+        ``.conn`` is the round's own view of it (:class:`OwnStatements`)."""
+        if client.capabilities.dialect != "postgres":
+            raise ValueError("only PostgreSQL rounds go without a transaction")
+        return cls(OwnStatements(client), transaction=False)
 
     def add(self, change: Change) -> None:
         self.changes.append(change)
@@ -75,21 +118,20 @@ class RoundWrites:
         if _OPEN.get(self.conn) is self:
             del _OPEN[self.conn]
 
-    async def send(self) -> list[int]:
-        """Send what was queued; each change's row count, in order."""
+    async def send(self) -> None:
+        """Send what was queued, in order; :class:`ChangesLost` if a change found no row
+        (raised inside the round's transaction, which then rolls back: nothing is stored)."""
         changes, notices = self.changes, self.notices
         self.changes, self.notices = [], []
-        if not self._in_one_statement:
-            return await _one_by_one(self.conn, changes)
-        counts: list[int] = []
-        batches = _batches(changes) or [[]]
-        for i, batch in enumerate(batches):
-            last = i == len(batches) - 1
-            riding = notices[:NOTICES_PER_STATEMENT] if last else []
-            counts += await _together(self.conn, batch, riding)
-        for start in range(NOTICES_PER_STATEMENT, len(notices), NOTICES_PER_STATEMENT):
-            await _together(self.conn, [], notices[start : start + NOTICES_PER_STATEMENT])
-        return counts
+        if self._in_transaction:
+            await _send(self.conn, changes, notices)
+            return
+        batches = _batches(changes)
+        if len(batches) <= 1 and len(notices) <= NOTICES_PER_STATEMENT:
+            await _all_or_nothing(self.conn, batches[0] if batches else [], notices)
+            return
+        async with in_transaction() as conn:  # more than one statement: they commit together
+            await _send(conn, changes, notices)
 
 
 def open_writes(conn: Any) -> RoundWrites | None:
@@ -114,19 +156,33 @@ def _batches(changes: list[Change]) -> list[list[Change]]:
     return batches
 
 
-async def _one_by_one(conn: BaseDBAsyncClient, changes: list[Change]) -> list[int]:
-    counts = []
+async def _send(
+    conn: BaseDBAsyncClient, changes: list[Change], notices: list[tuple[str, str]]
+) -> None:
+    if conn.capabilities.dialect != "postgres":
+        await _one_by_one(conn, changes)
+        return
+    batches = _batches(changes) or [[]]
+    for i, batch in enumerate(batches):
+        last = i == len(batches) - 1
+        riding = notices[:NOTICES_PER_STATEMENT] if last else []
+        await _together(conn, batch, riding)
+    for start in range(NOTICES_PER_STATEMENT, len(notices), NOTICES_PER_STATEMENT):
+        await _together(conn, [], notices[start : start + NOTICES_PER_STATEMENT])
+
+
+async def _one_by_one(conn: BaseDBAsyncClient, changes: list[Change]) -> None:
     for change in changes:
         count, _ = await conn.execute_query(sql.render(conn, change.template), change.values())
-        counts.append(int(count))
-    return counts
+        if int(count) != 1:
+            raise ChangesLost()
 
 
 async def _together(
     conn: BaseDBAsyncClient, changes: list[Change], notices: list[tuple[str, str]]
-) -> list[int]:
+) -> None:
     if not changes and not notices:
-        return []
+        return
     statement = _statement(tuple(c.template for c in changes), len(notices))
     values: list[Any] = []
     for change in changes:
@@ -134,7 +190,26 @@ async def _together(
     for channel, payload in notices:
         values += [channel, payload]
     _, rows = await conn.execute_query(statement, values)
-    return [int(rows[0][i]) for i in range(len(changes))]
+    if any(int(rows[0][i]) != 1 for i in range(len(changes))):
+        raise ChangesLost()
+
+
+async def _all_or_nothing(conn: Any, changes: list[Change], notices: list[tuple[str, str]]) -> None:
+    """One statement that commits alone: every change and notice, or none of them."""
+    if not changes:
+        await _together(conn, [], notices)  # notices only: nothing to lose
+        return
+    statement = _guarded_statement(tuple(c.shape for c in changes), len(notices))
+    values: list[Any] = []
+    for change in changes:
+        values += change.where_values  # the lock and check of its row
+    for change in changes:
+        values += change.values()
+    for channel, payload in notices:
+        values += [channel, payload]
+    _, rows = await conn.execute_query(statement, values)
+    if not rows or not rows[0][0]:
+        raise ChangesLost()
 
 
 @functools.lru_cache(maxsize=256)
@@ -145,3 +220,35 @@ def _statement(templates: tuple[str, ...], notices: int) -> str:
     selected += ["pg_notify(?, ?)"] * notices
     head = f"WITH {', '.join(ctes)} " if ctes else ""
     return sql.render_for("postgres", f"{head}SELECT {', '.join(selected)}")
+
+
+@functools.lru_cache(maxsize=256)
+def _guarded_statement(
+    shapes: tuple[tuple[str, tuple[str, ...], str, str | None], ...], notices: int
+) -> str:
+    """A statement for :func:`_all_or_nothing`: lock and check each change's row
+    (``gN``), then each change (``wN``) and the notices only if all were found.
+
+    All of a statement's parts see one snapshot. A row another writer changed
+    since is locked once that writer commits and checked again as it then
+    stands; once locked, no one else can move it before the changes apply.
+    """
+    # Our table names and conditions only; every value is a placeholder.
+    won = "(SELECT won FROM guard)"
+    parts = [
+        f'g{i} AS (SELECT 1 FROM "{table}" WHERE {where} FOR UPDATE)'  # noqa: S608
+        for i, (table, _, where, _) in enumerate(shapes)
+    ]
+    found = " + ".join(f"(SELECT count(*) FROM g{i})" for i in range(len(shapes)))  # noqa: S608
+    parts.append(f"guard AS (SELECT {found} = {len(shapes)} AS won)")
+    for i, (table, columns, where, counter) in enumerate(shapes):
+        update = sql.update_template(table, columns, f"({where}) AND {won}", counter)
+        parts.append(f"w{i} AS ({update} RETURNING 1)")
+    selected = [won, *(f"(SELECT count(*) FROM w{i})" for i in range(len(shapes)))]  # noqa: S608
+    if notices:
+        rows = ", ".join(["(?, ?)"] * notices)
+        notify = f"SELECT pg_notify(c, p) FROM (VALUES {rows}) AS v(c, p) WHERE {won}"  # noqa: S608
+        parts.append(f"n AS ({notify})")
+        selected.append("(SELECT count(*) FROM n)")
+    text = f"WITH {', '.join(parts)} SELECT {', '.join(selected)}"
+    return sql.render_for("postgres", text)

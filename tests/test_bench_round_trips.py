@@ -15,6 +15,8 @@ LOG = """\
 2026-12-01 23:25:55.675 UTC [1706] LOG:  execute __asyncpg_stmt_a__: SELECT clock_timestamp() AS t
 2026-12-01 23:25:55.676 UTC [1706] LOG:  execute __asyncpg_stmt_1a__: UPDATE "replica" SET "lease_until"=$1 WHERE "id"=$2
 2026-12-01 23:25:55.682 UTC [1706] LOG:  execute __asyncpg_stmt_1c__: UPDATE "lease" SET "expires_at"=$1 WHERE "owner"=$2
+2026-12-01 23:25:55.684 UTC [1707] LOG:  execute __asyncpg_stmt_3__: SELECT p."id" FROM "run" p WHERE p."id"=$1
+2026-12-01 23:25:55.685 UTC [1707] LOG:  execute __asyncpg_stmt_4__: WITH g0 AS (SELECT 1 FROM "step_run" WHERE "id"=$1 FOR UPDATE) SELECT 1
 2026-12-01 23:25:55.690 UTC [1706] LOG:  checkpoint starting: time
 """
 
@@ -26,6 +28,9 @@ def test_statements_are_counted_by_kind_and_heartbeats_are_left_out() -> None:
         "INSERT": 1,
         "UPDATE": 1,
         "pg_notify": 1,
-        "WITH": 1,
+        "WITH": 2,
+        "SELECT": 1,
         "COMMIT": 1,
+        # The COMMIT, and the write another backend sent outside a transaction.
+        "commits": 2,
     }

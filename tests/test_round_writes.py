@@ -123,3 +123,141 @@ async def test_notices_go_with_the_rounds_statement_and_only_if_it_commits(
             assert await asyncio.wait_for(heard.get(), 5) == "after"
         finally:
             await listener.close()
+
+
+# ---- rounds without a transaction of their own (PostgreSQL, no outbox) ---------------
+
+
+async def heard_on(pg_url: str, channel: str) -> tuple[asyncpg.Connection, asyncio.Queue[str]]:
+    listener = await asyncpg.connect(asyncpg_dsn(pg_url))
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    await listener.add_listener(channel, lambda *args: heard.put_nowait(args[3]))
+    return listener, heard
+
+
+@pytest.mark.postgres
+async def test_a_round_alone_stores_its_changes_and_notices_in_one_statement(
+    pg_url: str, tmp_path: Path
+) -> None:
+    async with engine_on(pg_url, tmp_path):
+        listener, heard = await heard_on(pg_url, "t_alone")
+        try:
+            _, (first, second, third) = await make_run(3)
+            async with round_of(EventBus(), alone=True) as now:
+                assert queue_move_step(first, StepStatus.RUNNING, now.writes)
+                assert queue_move_step(second, StepStatus.RUNNING, now.writes)
+                await notify_all("t_alone", ["one", "two"], now.conn)
+            assert await stored(first.id) == ("running", 1)
+            assert await stored(second.id) == ("running", 1)
+            assert await stored(third.id) == ("pending", 0)
+            assert [await asyncio.wait_for(heard.get(), 5) for _ in range(2)] == ["one", "two"]
+        finally:
+            await listener.close()
+
+
+@pytest.mark.postgres
+async def test_a_lost_change_in_a_round_alone_stores_nothing_and_tells_no_one(
+    pg_url: str, tmp_path: Path
+) -> None:
+    async with engine_on(pg_url, tmp_path):
+        listener, heard = await heard_on(pg_url, "t_alone")
+        try:
+            _, (first, second) = await make_run(2)
+            await StepRun.filter(id=second.id).update(status="skipped")  # another writer
+            acted: list[str] = []
+
+            async def act() -> None:
+                acted.append("started")
+
+            with pytest.raises(RoundLost):
+                async with round_of(EventBus(), alone=True) as now:
+                    assert queue_move_step(first, StepStatus.RUNNING, now.writes)  # would win
+                    assert queue_move_step(second, StepStatus.RUNNING, now.writes)  # held: pending
+                    await notify_all("t_alone", ["lost"], now.conn)
+                    now.then(act)
+            assert await stored(first.id) == ("pending", 0)  # not stored: the round lost whole
+            assert await stored(second.id) == ("skipped", 1)
+            assert acted == []
+            await notify("t_alone", "after")
+            assert await asyncio.wait_for(heard.get(), 5) == "after"
+        finally:
+            await listener.close()
+
+
+@pytest.mark.postgres
+async def test_a_round_alone_waits_for_a_writer_holding_its_row_and_sees_its_change(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """The row is moved by a transaction still open when the round is sent: the round
+    waits for it, then finds the row as it was committed, and loses whole."""
+    async with engine_on(pg_url, tmp_path):
+        _, (first, second) = await make_run(2)
+        other = await asyncpg.connect(asyncpg_dsn(pg_url))
+        try:
+            writer = other.transaction()
+            await writer.start()
+            await other.execute("UPDATE step_run SET status = 'skipped' WHERE id = $1", second.id)
+
+            async def the_round() -> None:
+                async with round_of(EventBus(), alone=True) as now:
+                    assert queue_move_step(first, StepStatus.RUNNING, now.writes)
+                    assert queue_move_step(second, StepStatus.RUNNING, now.writes)
+
+            sent = asyncio.create_task(the_round())
+            await asyncio.sleep(0.3)
+            assert not sent.done()  # held by the open transaction's lock
+            await writer.commit()
+            with pytest.raises(RoundLost):
+                await asyncio.wait_for(sent, 10)
+        finally:
+            await other.close()
+        assert await stored(first.id) == ("pending", 0)
+        assert await stored(second.id) == ("skipped", 1)
+
+
+@pytest.mark.postgres
+async def test_a_round_alone_that_needs_two_statements_commits_them_together(
+    pg_url: str, tmp_path: Path
+) -> None:
+    async with engine_on(pg_url, tmp_path):
+        _, (first, _) = await make_run(2)
+        async with round_of(EventBus(), alone=True) as now:
+            assert queue_move_step(first, StepStatus.RUNNING, now.writes)
+            assert queue_move_step(first, StepStatus.SUCCESS, now.writes)  # the row again
+        assert await stored(first.id) == ("success", 2)
+
+        # The second statement loses: the first, already sent, is rolled back with it.
+        _, (one, two) = await make_run(2)
+        await StepRun.filter(id=two.id).update(status="skipped")  # another writer
+        with pytest.raises(RoundLost):
+            async with round_of(EventBus(), alone=True) as now:
+                assert queue_move_step(one, StepStatus.RUNNING, now.writes)
+                assert queue_move_step(one, StepStatus.SUCCESS, now.writes)
+                assert queue_move_step(two, StepStatus.RUNNING, now.writes)  # held: pending
+        assert await stored(one.id) == ("pending", 0)
+        assert await stored(two.id) == ("skipped", 1)
+
+
+@pytest.mark.postgres
+async def test_a_round_alone_with_an_outbox_keeps_its_transaction(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """The outbox's rows must commit with the change: an outbox that fails after
+    writing takes the round's change with it."""
+    async with engine_on(pg_url, tmp_path):
+        run_id, (first, _) = await make_run(2)
+        loaded = await store.read_run_and_steps(run_id)
+        assert loaded is not None
+        bus = EventBus()
+
+        async def outbox(event: Event, conn: Any) -> None:
+            await SeenEvent.create(event_id="outbox-row", using_db=conn)
+            raise RuntimeError("the outbox failed")
+
+        bus.subscribe_in_tx(outbox)
+        with pytest.raises(RuntimeError):
+            async with round_of(bus, alone=True) as now:
+                assert queue_move_step(first, StepStatus.RUNNING, now.writes)
+                await now.announce(bus, RunStarted(run=run_snapshot(*loaded)))
+        assert await stored(first.id) == ("pending", 0)
+        assert await SeenEvent.all().count() == 0
