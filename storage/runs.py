@@ -58,13 +58,12 @@ async def create_run(
         owner=owner,
         rerun_of=rerun_of,
     )
-    await sql.insert(conn, [run])
+    # The steps' run_id is the run's new id, set as they are stored.
     rows = [
-        StepRun(run_id=run.id, path=path, position=i, name=name, kind=kind)
+        StepRun(run_id=0, path=path, position=i, name=name, kind=kind)
         for i, (path, name, kind) in enumerate(steps)
     ]
-    if rows:
-        await sql.insert(conn, rows)
+    await sql.insert_with_children(conn, run, rows, "run_id")
     return run, rows
 
 

@@ -135,26 +135,63 @@ async def insert(conn: BaseDBAsyncClient, instances: Iterable[M]) -> list[M]:
     pending = list(instances)
     for start in range(0, len(pending), INSERT_CHUNK):
         chunk = pending[start : start + INSERT_CHUNK]
-        model = type(chunk[0])
-        table = table_of(model)
+        table = table_of(type(chunk[0]))
         values: list[Any] = []
         for instance in chunk:
-            for column in table.columns:
-                field = table.fields[column]
-                values.append(
-                    field.to_db_value(getattr(instance, field.model_field_name), instance)
-                )
+            values += _row_values(table, instance)
         template = _insert_template(table.name, table.columns, len(chunk))
         # (execute_query_dict: asyncpg's execute_query drops an INSERT's RETURNING rows.)
         rows = await conn.execute_query_dict(render(conn, template), values)
-        # RETURNING order is not promised: ids follow the order the rows went in.
-        ids = sorted(int(row["id"]) for row in rows)
-        if len(ids) != len(chunk):
-            raise RuntimeError(f"inserted {len(chunk)} rows into {table.name}, got {len(ids)} ids")
-        for instance, new_id in zip(chunk, ids, strict=True):
-            instance.id = new_id
-            instance._saved_in_db = True
+        _got_ids(table, chunk, [int(row["id"]) for row in rows])
     return pending
+
+
+async def insert_with_children(
+    conn: BaseDBAsyncClient, parent: Model, children: Sequence[Model], foreign_key: str
+) -> None:
+    """Insert ``parent`` and its new ``children``, whose ``foreign_key`` column is set
+    to the parent's id; each gets its id.
+
+    On PostgreSQL one statement (the children's rows name the parent's new id
+    through a data-modifying CTE); elsewhere, or with many children, two or more.
+    """
+    if conn.capabilities.dialect != "postgres" or not children or len(children) > INSERT_CHUNK:
+        await insert(conn, [parent])
+        for child in children:
+            setattr(child, foreign_key, parent.pk)
+        await insert(conn, children)
+        return
+    table, child_table = table_of(type(parent)), table_of(type(children[0]))
+    values = _row_values(table, parent)
+    for child in children:
+        values += _row_values(child_table, child, leave_out=foreign_key)
+    template = _family_template(
+        table.name, table.columns, child_table.name, child_table.columns, foreign_key, len(children)
+    )
+    _, rows = await conn.execute_query(render(conn, template), values)
+    _got_ids(table, [parent], [int(rows[0][0])])
+    _got_ids(child_table, children, [int(row[1]) for row in rows])
+    for child in children:
+        setattr(child, foreign_key, parent.pk)
+
+
+def _row_values(table: Table, instance: Model, leave_out: str | None = None) -> list[Any]:
+    return [
+        table.fields[column].to_db_value(
+            getattr(instance, table.fields[column].model_field_name), instance
+        )
+        for column in table.columns
+        if column != leave_out
+    ]
+
+
+def _got_ids(table: Table, instances: Sequence[Model], ids: list[int]) -> None:
+    # RETURNING order is not promised: ids follow the order the rows went in.
+    if len(ids) != len(instances):
+        raise RuntimeError(f"inserted {len(instances)} rows into {table.name}, got {len(ids)} ids")
+    for instance, new_id in zip(instances, sorted(ids), strict=True):
+        instance.id = new_id
+        instance._saved_in_db = True
 
 
 @functools.cache
@@ -163,6 +200,25 @@ def _insert_template(table: str, columns: tuple[str, ...], rows: int) -> str:
     row = f"({_marks(len(columns))})"
     rows_sql = ",".join([row] * rows)
     return f'INSERT INTO "{table}" ({names}) VALUES {rows_sql} RETURNING "id"'  # noqa: S608
+
+
+@functools.lru_cache(maxsize=64)
+def _family_template(
+    table: str,
+    columns: tuple[str, ...],
+    child_table: str,
+    child_columns: tuple[str, ...],
+    foreign_key: str,
+    children: int,
+) -> str:
+    """A parent row and its children's in one PostgreSQL statement; each row of the
+    answer is the parent's id and one child's."""
+    parent = _insert_template(table, columns, 1)
+    names = ",".join(f'"{c}"' for c in child_columns)
+    marks = ['(SELECT "id" FROM p)' if c == foreign_key else "?" for c in child_columns]
+    rows_sql = ",".join([f"({','.join(marks)})"] * children)
+    children_sql = f'INSERT INTO "{child_table}" ({names}) VALUES {rows_sql} RETURNING "id"'  # noqa: S608
+    return f'WITH p AS ({parent}), c AS ({children_sql}) SELECT (SELECT "id" FROM p), c."id" FROM c'  # noqa: S608
 
 
 async def select_with_children(
