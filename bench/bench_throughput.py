@@ -3,7 +3,8 @@
 ``RUNS`` runs of a pipeline of two ``echo`` steps, POSTed by ``CLIENTS``
 concurrent clients; the figure is runs per second from the first POST to the
 moment every run is done (one list request every 50 ms watches that), with the
-POST latency p50/p95. On SQLite, on a throwaway PostgreSQL with production
+POST latency p50/p95, and the server's CPU time per run (from ``/proc``: the
+figure a shared machine's neighbours move least). On SQLite, on a throwaway PostgreSQL with production
 durability (fsync on), and on two replicas sharing that PostgreSQL (clients
 alternate between them; runs that do not end ``success`` are counted).
 
@@ -28,6 +29,7 @@ import aiohttp
 
 from bench.serve_proc import (
     ANSFLOW,
+    Server,
     bearer,
     count_runs,
     machine_note,
@@ -53,9 +55,10 @@ class Figures(NamedTuple):
     runs_per_second: float
     post_p50: float
     post_p95: float
+    cpu_ms_per_run: float | None = None
 
 
-async def load(urls: list[str], label: str) -> Figures:
+async def load(urls: list[str], label: str, servers: list[Server] | None = None) -> Figures:
     headers = bearer()
     latencies: list[float] = []
     per_client = RUNS // CLIENTS
@@ -66,6 +69,7 @@ async def load(urls: list[str], label: str) -> Figures:
             await post_quick(http, url, headers)
             latencies.append(time.perf_counter() - began)
 
+    cpu_before = _cpu(servers)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
         began = time.perf_counter()
         await asyncio.gather(*[client(http, urls[i % len(urls)]) for i in range(CLIENTS)])
@@ -80,21 +84,37 @@ async def load(urls: list[str], label: str) -> Figures:
                 break
             await asyncio.sleep(WATCH_EVERY)
         took = time.perf_counter() - began
+    cpu_after = _cpu(servers)
+    cpu_ms = (
+        (cpu_after - cpu_before) * 1000 / RUNS
+        if cpu_before is not None and cpu_after is not None
+        else None
+    )
+    cpu = f"; server CPU {cpu_ms:.2f} ms a run" if cpu_ms is not None else ""
     not_ok = f", {done - ok} not success" if done != ok else ""
     unfinished = f", {RUNS - done} NOT DONE after {DEADLINE:.0f} s" if done < RUNS else ""
     print(
         f"throughput, {label}: {RUNS} runs by {CLIENTS} clients: {done / took:.0f} runs/s "
         f"(all POSTed in {posted:.2f} s, all done in {took:.2f} s{not_ok}{unfinished}); "
-        f"POST p50 {ms(percentile(latencies, 0.5))}, p95 {ms(percentile(latencies, 0.95))}",
+        f"POST p50 {ms(percentile(latencies, 0.5))}, p95 {ms(percentile(latencies, 0.95))}{cpu}",
         flush=True,
     )
-    return Figures(done / took, percentile(latencies, 0.5), percentile(latencies, 0.95))
+    return Figures(done / took, percentile(latencies, 0.5), percentile(latencies, 0.95), cpu_ms)
+
+
+def _cpu(servers: list[Server] | None) -> float | None:
+    """The servers' CPU seconds so far (None when unknown). The watching requests
+    count too: they are part of the load."""
+    if not servers:
+        return None
+    used = [server.cpu_seconds() for server in servers]
+    return None if any(u is None for u in used) else sum(u for u in used if u is not None)
 
 
 async def on_one(label: str, database_url: str, folder: Path, command: str = ANSFLOW) -> Figures:
     pipelines = write_pipelines(folder)
     async with serving(folder, database_url, pipelines, command) as server:
-        return await load([server.url], label)
+        return await load([server.url], label, [server])
 
 
 async def on_two(database_url: str, folder: Path) -> None:
@@ -102,7 +122,7 @@ async def on_two(database_url: str, folder: Path) -> None:
     async with contextlib.AsyncExitStack() as stack:
         first = await stack.enter_async_context(serving(folder, database_url, pipelines))
         second = await stack.enter_async_context(serving(folder, database_url, pipelines))
-        await load([first.url, second.url], "2 replicas on one PostgreSQL")
+        await load([first.url, second.url], "2 replicas on one PostgreSQL", [first, second])
 
 
 async def pair(label: str, database_urls: list[str], folder: Path, other: str) -> None:
@@ -117,11 +137,13 @@ async def pair(label: str, database_urls: list[str], folder: Path, other: str) -
         figures = await on_one(f"{label}, {name}", database_urls[i], where, command)
         measured[k].append(figures)
     for (name, _), loads in zip(builds, measured, strict=True):
+        cpus = [f.cpu_ms_per_run for f in loads if f.cpu_ms_per_run is not None]
+        cpu = f", server CPU {statistics.median(cpus):.2f} ms a run" if cpus else ""
         print(
             f"throughput, {label}, {name}: median of {len(loads)} loads "
             f"{statistics.median(f.runs_per_second for f in loads):.0f} runs/s, "
             f"POST p50 {ms(statistics.median(f.post_p50 for f in loads))}, "
-            f"p95 {ms(statistics.median(f.post_p95 for f in loads))}",
+            f"p95 {ms(statistics.median(f.post_p95 for f in loads))}{cpu}",
             flush=True,
         )
 
