@@ -4,9 +4,10 @@
 concurrent clients; the figure is runs per second from the first POST to the
 moment every run is done (one list request every 50 ms watches that), with the
 POST latency p50/p95, and the server's CPU time per run (from ``/proc``: the
-figure a shared machine's neighbours move least). On SQLite, on a throwaway PostgreSQL with production
-durability (fsync on), and on two replicas sharing that PostgreSQL (clients
-alternate between them; runs that do not end ``success`` are counted).
+figure a shared machine's neighbours move least). On SQLite, on a throwaway
+PostgreSQL with production durability (fsync on), and on two replicas sharing
+that PostgreSQL (clients alternate between them; runs that do not end
+``success`` are counted).
 
 ``--vs COMMAND`` measures this build and another ``ansflow`` (an older build,
 say) in turn, ``ROUNDS`` loads each on SQLite and on one PostgreSQL replica,
