@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -38,6 +39,7 @@ async def _serve(settings: Settings) -> None:
             f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}"
         ) from None
     log.info("ansflow listening on http://%s:%s", settings.host, settings.port)
+    _freeze_startup_objects()
     stop = asyncio.Event()
     now = asyncio.Event()  # a second signal: stop without waiting for steps
     loop = asyncio.get_running_loop()
@@ -53,6 +55,16 @@ async def _serve(settings: Settings) -> None:
     finally:
         log.info("shutting down")
         await runner.cleanup()
+
+
+def _freeze_startup_objects() -> None:
+    """What start-up made (modules, classes, schemas: most of the heap) lives as long as
+    the process: moved out of the cyclic collector's sight, so that a full collection
+    under load walks only what requests and runs made since (it took 40-70 ms here
+    with them in it, a pause every request then waiting saw). Reference counting
+    still frees them; only cycles among them would stay, and a collection runs first."""
+    gc.collect()
+    gc.freeze()
 
 
 async def _drain(app: web.Application, settings: Settings, now: asyncio.Event) -> None:
