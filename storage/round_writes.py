@@ -27,6 +27,7 @@ after all.
 from __future__ import annotations
 
 import functools
+import logging
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
 from storage import sql
+
+log = logging.getLogger(__name__)
 
 # Changes and notices per statement: far below the placeholders one may have.
 CHANGES_PER_STATEMENT = 50
@@ -209,6 +212,12 @@ async def _all_or_nothing(conn: Any, changes: list[Change], notices: list[tuple[
         values += [channel, payload]
     _, rows = await conn.execute_query(statement, values)
     if not rows or not rows[0][0]:
+        raise ChangesLost()
+    if any(int(rows[0][i + 1]) != 1 for i in range(len(changes))):
+        # Cannot happen while the rows are locked; if it did, what is stored is the
+        # truth: the round counts as lost, nothing of it is told or done, and the
+        # drive plans again from what is stored.
+        log.error("a round's guarded changes applied in part: %s", list(rows[0]))
         raise ChangesLost()
 
 

@@ -24,6 +24,7 @@ from storage import runs as store
 from storage.models import SeenEvent, StepRun
 from storage.notify import asyncpg_dsn, notify, notify_all
 from tests.engine_harness import engine_on
+from tests.helpers import eventually
 from tests.test_step_versions import make_run
 
 
@@ -204,8 +205,10 @@ async def test_a_round_alone_waits_for_a_writer_holding_its_row_and_sees_its_cha
                     assert queue_move_step(second, StepStatus.RUNNING, now.writes)
 
             sent = asyncio.create_task(the_round())
-            await asyncio.sleep(0.3)
-            assert not sent.done()  # held by the open transaction's lock
+            # The round's statement waits for the open transaction's lock on the row.
+            waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            await eventually(lambda: other.fetchval(waiting), lambda count: count >= 1)
+            assert not sent.done()
             await writer.commit()
             with pytest.raises(RoundLost):
                 await asyncio.wait_for(sent, 10)
