@@ -19,6 +19,7 @@ import pytest
 
 from tests.fakes.slack import FakeSlack
 from tests.helpers import write_pipeline
+from tests.pg_server import ThrowawayPostgres
 from tests.replicas import LEASE_SECONDS, Replicas, kill_group, replica_set
 
 pytestmark = pytest.mark.postgres
@@ -295,9 +296,27 @@ async def receive_until_closed(ws: aiohttp.ClientWebSocketResponse, seconds: flo
 async def test_a_websocket_at_one_replica_follows_a_run_driven_by_the_other(
     tmp_path: Path, pg_url: str, pipelines_dir: Path, slack: FakeSlack
 ) -> None:
+    await websocket_follows_the_other_replica(tmp_path, pg_url, pipelines_dir, slack)
+
+
+async def test_replicas_on_a_unix_socket_url_with_pool_options_still_signal_each_other(
+    tmp_path: Path, pg_url: str, pg_server: ThrowawayPostgres, pipelines_dir: Path, slack: FakeSlack
+) -> None:
+    # PostgreSQL on the same host, through its socket folder; the pool's own option
+    # (maxsize) must not reach the replicas' listening connection, nor lose its host.
+    database = pg_url.rsplit("/", 1)[1]
+    url = f"postgres://{pg_server.user}@:{pg_server.port}/{database}?host={pg_server.socket_dir}&maxsize=3"
+    await websocket_follows_the_other_replica(tmp_path, url, pipelines_dir, slack)
+    logs = (tmp_path / "replica-0.log").read_text() + (tmp_path / "replica-1.log").read_text()
+    assert "lost the listening connection" not in logs
+
+
+async def websocket_follows_the_other_replica(
+    tmp_path: Path, database_url: str, pipelines_dir: Path, slack: FakeSlack
+) -> None:
     marker = tmp_path / "go"
     write_pipeline(pipelines_dir, "gated", gated(marker))
-    async with replica_set(tmp_path, pg_url, pipelines_dir, slack) as group:
+    async with replica_set(tmp_path, database_url, pipelines_dir, slack) as group:
         run_id = await group.create_run(0, "gated")
         await running_pid(group, run_id, "gate")
         async with group.ws(1, f"/api/v1/ws/executions/{run_id}/") as ws:

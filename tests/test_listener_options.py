@@ -1,0 +1,34 @@
+"""The replicas' listening connection connects as the pool does (``storage.notify``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from storage.notify import listener_options
+
+
+def test_a_socket_folder_and_the_pools_options() -> None:
+    options = listener_options(
+        "postgres://ansflow:p%40ss@:5433/ansflow?host=/run/postgresql&maxsize=3&minsize=2"
+    )
+    assert options == {
+        "host": "/run/postgresql",
+        "port": 5433,
+        "user": "ansflow",
+        "password": "p@ss",
+        "database": "ansflow",
+    }
+
+
+def test_tls_and_the_application_name_reach_it_as_they_reach_the_pool() -> None:
+    options = listener_options(
+        "postgresql://ansflow:pw@db.internal/ansflow?ssl=true&application_name=ansflow-a"
+    )
+    assert options["host"] == "db.internal" and options["port"] == 5432
+    assert options["ssl"] is True
+    assert options["server_settings"] == {"application_name": "ansflow-a"}
+
+
+def test_not_postgres() -> None:
+    with pytest.raises(ValueError, match="not a PostgreSQL URL"):
+        listener_options("sqlite://ansflow.db")
