@@ -70,7 +70,10 @@ def connection_config(url: str) -> str | dict[str, Any]:
 
     expanded: dict[str, Any] = expand_db_url(normalised)
     if is_postgres:
-        expanded["credentials"]["reset"] = keep_session
+        credentials = expanded["credentials"]
+        credentials["reset"] = keep_session
+        if "sslmode" in credentials:  # libpq's spelling; asyncpg takes the mode as ``ssl``
+            credentials["ssl"] = credentials.pop("sslmode")
     else:
         expanded["engine"] = SQLITE_ENGINE
     return expanded

@@ -27,6 +27,21 @@ def run_cli(
     )
 
 
+@pytest.mark.postgres
+def test_db_upgrade_takes_libpqs_sslmode_and_says_when_tls_is_refused(
+    workdir: Path, pg_url: str
+) -> None:
+    plain = run_cli(
+        ["db", "upgrade"], workdir, {"ANSFLOW_DATABASE_URL": pg_url + "?sslmode=disable"}
+    )
+    assert plain.returncode == 0, plain.stderr
+    assert "database is up to date" in plain.stdout
+    # The throwaway server has no TLS: asked to require it, the command says so, in one line.
+    tls = run_cli(["db", "upgrade"], workdir, {"ANSFLOW_DATABASE_URL": pg_url + "?sslmode=require"})
+    assert tls.returncode == 1
+    assert "cannot reach the database" in tls.stderr and "SSL" in tls.stderr, tls.stderr
+
+
 def stored_runs(cwd: Path, missing_ok: bool = False) -> list[tuple[str, str]]:
     """(pipeline, status) of every stored run; with ``missing_ok``, none if no database yet."""
     if missing_ok and not (cwd / "ansflow.db").exists():

@@ -29,6 +29,10 @@ def test_tls_and_the_application_name_reach_it_as_they_reach_the_pool() -> None:
     assert options["server_settings"] == {"application_name": "ansflow-a"}
 
 
+def test_libpqs_sslmode_is_taken_as_the_pool_takes_it() -> None:
+    assert listener_options("postgres://a:b@db/ansflow?sslmode=verify-full")["ssl"] == "verify-full"
+
+
 def test_not_postgres() -> None:
     with pytest.raises(ValueError, match="not a PostgreSQL URL"):
         listener_options("sqlite://ansflow.db")
