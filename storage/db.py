@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib
+import inspect
 import io
 import logging
 import pkgutil
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -60,10 +63,14 @@ async def keep_session(connection: Any) -> None:
     """
 
 
+def _is_postgres(normalised: str) -> bool:
+    return normalised.startswith(("postgres://", "asyncpg://"))
+
+
 def connection_config(url: str) -> str | dict[str, Any]:
     """The ``default`` connection as Tortoise takes it."""
     normalised = normalise_url(url)
-    is_postgres = normalised.startswith(("postgres://", "asyncpg://"))
+    is_postgres = _is_postgres(normalised)
     if not is_postgres and not normalised.startswith("sqlite://"):
         return normalised
     from tortoise.backends.base.config_generator import expand_db_url
@@ -77,6 +84,39 @@ def connection_config(url: str) -> str | dict[str, Any]:
     else:
         expanded["engine"] = SQLITE_ENGINE
     return expanded
+
+
+def connect_options(url: str) -> dict[str, Any]:
+    """How a connection of its own (the replicas' listener, the migration lock) connects:
+    as the pool's connections do.
+
+    Read from the URL as Tortoise reads it for the pool (host or socket folder
+    ``?host=/run/postgresql``, port, user, the password decoded, database,
+    ``?ssl=``, ``?application_name=``), less what only concerns a pool
+    (``maxsize``, ``minsize``, ...): a URL the pool connects with, the
+    others connect with too.
+    """
+    config = connection_config(url)
+    if not _is_postgres(normalise_url(url)) or not isinstance(config, dict):
+        raise ValueError("not a PostgreSQL URL")
+    credentials = dict(config["credentials"])
+    settings = dict(credentials.pop("server_settings", None) or {})
+    name = credentials.pop("application_name", None)
+    if name:
+        settings["application_name"] = name
+    accepted = _connect_parameters()
+    options = {key: value for key, value in credentials.items() if key in accepted}
+    if settings:
+        options["server_settings"] = settings
+    return options
+
+
+@functools.cache
+def _connect_parameters() -> frozenset[str]:
+    import asyncpg
+
+    names = set(inspect.signature(asyncpg.connect).parameters)
+    return frozenset(names - {"dsn", "loop", "connection_class", "record_class"})
 
 
 def tortoise_config(url: str) -> dict[str, Any]:
@@ -95,7 +135,13 @@ def tortoise_config(url: str) -> dict[str, Any]:
 
 
 async def migrate(url: str) -> None:
-    """Apply every migration not yet applied."""
+    """Apply every migration not yet applied.
+
+    On PostgreSQL one process at a time: replicas started together on a new
+    database would otherwise each create the same tables, and all but one
+    fail. The others wait for the lock (at most ``MIGRATION_LOCK_WAIT``), then
+    find nothing left to apply.
+    """
     from tortoise.migrations.api import migrate as migrate_api
 
     config = tortoise_config(url)
@@ -106,14 +152,47 @@ async def migrate(url: str) -> None:
             await migrate_api(config=config)
 
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            await asyncio.wait_for(apply(), timeout=60)
+        async with _migration_lock(url):
+            with contextlib.redirect_stdout(io.StringIO()):
+                await asyncio.wait_for(apply(), timeout=60)
     except (OSError, TimeoutError, ConnectionError) as exc:
         raise DatabaseError(f"cannot reach the database at {redact(url)}: {exc}") from None
     except Exception as exc:
         if _looks_like_connection_problem(exc):
             raise DatabaseError(f"cannot reach the database at {redact(url)}: {exc}") from None
         raise
+
+
+# Held (a PostgreSQL advisory lock, on a connection of its own) while migrating.
+MIGRATION_LOCK_KEY = 0x616E73666C6F77  # "ansflow"
+MIGRATION_LOCK_WAIT = 120.0  # seconds; a migration itself is given 60
+
+
+@contextlib.asynccontextmanager
+async def _migration_lock(url: str) -> AsyncIterator[None]:
+    if not _is_postgres(normalise_url(url)):
+        yield  # SQLite: its own write lock already lets one process at a time
+        return
+    import asyncpg
+
+    conn = await asyncio.wait_for(asyncpg.connect(**connect_options(url)), timeout=30)
+    try:
+        try:
+            await asyncio.wait_for(
+                conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY),
+                timeout=MIGRATION_LOCK_WAIT,
+            )
+        except TimeoutError:
+            raise DatabaseError(
+                f"another process has been migrating {redact(url)} for over "
+                f"{MIGRATION_LOCK_WAIT:.0f} s; not waiting longer"
+            ) from None
+        yield
+    finally:
+        # Closing the session releases the lock, whatever happened meanwhile.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(conn.close(), timeout=5)
+        conn.terminate()
 
 
 def _looks_like_connection_problem(exc: Exception) -> bool:

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from tortoise import connections
 
-from storage.db import connection_config
+from storage.db import connect_options
 from storage.round_writes import open_writes
 
 log = logging.getLogger(__name__)
@@ -32,38 +30,6 @@ RECONNECT_CAP = 10.0
 
 def is_postgres_url(url: str) -> bool:
     return url.startswith(("postgres://", "postgresql://", "asyncpg://"))
-
-
-def listener_options(url: str) -> dict[str, Any]:
-    """How the listening connection connects: as the pool's connections do.
-
-    Read from the URL as Tortoise reads it for the pool (host or socket folder
-    ``?host=/run/postgresql``, port, user, the password decoded, database,
-    ``?ssl=``, ``?application_name=``), less what only concerns a pool
-    (``maxsize``, ``minsize``, ...): a URL the pool connects with, the
-    listener connects with too.
-    """
-    config = connection_config(url)
-    if not is_postgres_url(url) or not isinstance(config, dict):
-        raise ValueError("not a PostgreSQL URL")
-    credentials = dict(config["credentials"])
-    settings = dict(credentials.pop("server_settings", None) or {})
-    name = credentials.pop("application_name", None)
-    if name:
-        settings["application_name"] = name
-    accepted = _connect_parameters()
-    options = {key: value for key, value in credentials.items() if key in accepted}
-    if settings:
-        options["server_settings"] = settings
-    return options
-
-
-@functools.cache
-def _connect_parameters() -> frozenset[str]:
-    import asyncpg
-
-    names = set(inspect.signature(asyncpg.connect).parameters)
-    return frozenset(names - {"dsn", "loop", "connection_class", "record_class"})
 
 
 async def notify(channel: str, payload: str, conn: Any = None) -> None:
@@ -91,7 +57,7 @@ async def notify_all(channel: str, payloads: list[str], conn: Any) -> None:
 
 class Listener:
     def __init__(self, url: str, channel: str, on_payload: Callable[[str], None]) -> None:
-        self._options = listener_options(url)
+        self._options = connect_options(url)
         self._channel = channel
         self._on_payload = on_payload
         self._task: asyncio.Task[None] | None = None

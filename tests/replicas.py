@@ -35,7 +35,7 @@ from typing import IO, Any, TypeVar
 import aiohttp
 import asyncpg
 
-from storage.notify import listener_options
+from storage.db import connect_options
 from tests.api_support import ADMIN, bearer
 from tests.api_support import SECRET as JWT_SECRET
 from tests.fakes.jenkins import FakeJenkins
@@ -78,7 +78,7 @@ class Db:
         for attempt in range(2):
             try:
                 if self._conn is None or self._conn.is_closed():
-                    self._conn = await asyncpg.connect(**listener_options(self.url), timeout=5)
+                    self._conn = await asyncpg.connect(**connect_options(self.url), timeout=5)
                 return list(await self._conn.fetch(sql, *args, timeout=10))
             except (
                 OSError,

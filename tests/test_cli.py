@@ -42,6 +42,35 @@ def test_db_upgrade_takes_libpqs_sslmode_and_says_when_tls_is_refused(
     assert "cannot reach the database" in tls.stderr and "SSL" in tls.stderr, tls.stderr
 
 
+@pytest.mark.postgres
+def test_replicas_starting_together_on_a_new_database_migrate_it_once(
+    workdir: Path, pg_url: str
+) -> None:
+    # A first deployment starts its replicas at the same moment: each applies the
+    # schema; one at a time, the later ones finding it done.
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(workdir),
+        "LANG": "C.UTF-8",
+        "ANSFLOW_DATABASE_URL": pg_url,
+    }
+    upgrades = [
+        subprocess.Popen(
+            [ANSFLOW, "db", "upgrade"],
+            cwd=workdir,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    results = [(p.wait(timeout=120), *p.communicate()) for p in upgrades]
+    for code, out, err in results:
+        assert code == 0, err
+        assert "database is up to date" in out
+
+
 def stored_runs(cwd: Path, missing_ok: bool = False) -> list[tuple[str, str]]:
     """(pipeline, status) of every stored run; with ``missing_ok``, none if no database yet."""
     if missing_ok and not (cwd / "ansflow.db").exists():

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import asyncpg
+import pytest
 from tortoise import connections
 
-from storage.db import close_db, migration_names, open_db, schema_is_current
+from storage import db
+from storage.db import (
+    DatabaseError,
+    close_db,
+    connect_options,
+    migration_names,
+    open_db,
+    schema_is_current,
+)
 
 
 async def table_names() -> set[str]:
@@ -66,3 +76,26 @@ async def test_a_database_without_migration_records_is_not_current(sqlite_url: s
         assert not await schema_is_current(connections.get("default"))
     finally:
         await close_db()
+
+
+@pytest.mark.postgres
+async def test_a_migration_waits_its_turn_then_gives_up_with_one_line(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(db, "MIGRATION_LOCK_WAIT", 1.0)
+    holder = await asyncpg.connect(**connect_options(pg_url))
+    try:
+        # Another process migrating: it holds the lock.
+        await holder.execute("SELECT pg_advisory_lock($1)", db.MIGRATION_LOCK_KEY)
+        with pytest.raises(DatabaseError, match="another process has been migrating") as raised:
+            await db.migrate(pg_url)
+        assert "\n" not in str(raised.value)
+        await holder.execute("SELECT pg_advisory_unlock($1)", db.MIGRATION_LOCK_KEY)
+        await db.migrate(pg_url)  # its turn: applied
+        await open_db(pg_url, apply_migrations=False)
+        try:
+            assert await schema_is_current(connections.get("default"))
+        finally:
+            await close_db()
+    finally:
+        await holder.close()

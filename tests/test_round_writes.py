@@ -21,8 +21,9 @@ from engine.snapshots import run_snapshot
 from engine.state import StepStatus
 from engine.transitions import queue_move_step
 from storage import runs as store
+from storage.db import connect_options
 from storage.models import SeenEvent, StepRun
-from storage.notify import listener_options, notify, notify_all
+from storage.notify import notify, notify_all
 from tests.engine_harness import engine_on
 from tests.helpers import eventually
 from tests.test_step_versions import make_run
@@ -103,7 +104,7 @@ async def test_notices_go_with_the_rounds_statement_and_only_if_it_commits(
     pg_url: str, tmp_path: Path
 ) -> None:
     async with engine_on(pg_url, tmp_path):
-        listener = await asyncpg.connect(**listener_options(pg_url))
+        listener = await asyncpg.connect(**connect_options(pg_url))
         heard: asyncio.Queue[str] = asyncio.Queue()
         await listener.add_listener("t_round", lambda *args: heard.put_nowait(args[3]))
         try:
@@ -130,7 +131,7 @@ async def test_notices_go_with_the_rounds_statement_and_only_if_it_commits(
 
 
 async def heard_on(pg_url: str, channel: str) -> tuple[asyncpg.Connection, asyncio.Queue[str]]:
-    listener = await asyncpg.connect(**listener_options(pg_url))
+    listener = await asyncpg.connect(**connect_options(pg_url))
     heard: asyncio.Queue[str] = asyncio.Queue()
     await listener.add_listener(channel, lambda *args: heard.put_nowait(args[3]))
     return listener, heard
@@ -193,7 +194,7 @@ async def test_a_round_alone_waits_for_a_writer_holding_its_row_and_sees_its_cha
     waits for it, then finds the row as it was committed, and loses whole."""
     async with engine_on(pg_url, tmp_path):
         _, (first, second) = await make_run(2)
-        other = await asyncpg.connect(**listener_options(pg_url))
+        other = await asyncpg.connect(**connect_options(pg_url))
         try:
             writer = other.transaction()
             await writer.start()

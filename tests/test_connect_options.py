@@ -1,14 +1,14 @@
-"""The replicas' listening connection connects as the pool does (``storage.notify``)."""
+"""Connections of their own (the replicas' listener, the migration lock) connect as the pool does."""
 
 from __future__ import annotations
 
 import pytest
 
-from storage.notify import listener_options
+from storage.db import connect_options
 
 
 def test_a_socket_folder_and_the_pools_options() -> None:
-    options = listener_options(
+    options = connect_options(
         "postgres://ansflow:p%40ss@:5433/ansflow?host=/run/postgresql&maxsize=3&minsize=2"
     )
     assert options == {
@@ -21,7 +21,7 @@ def test_a_socket_folder_and_the_pools_options() -> None:
 
 
 def test_tls_and_the_application_name_reach_it_as_they_reach_the_pool() -> None:
-    options = listener_options(
+    options = connect_options(
         "postgresql://ansflow:pw@db.internal/ansflow?ssl=true&application_name=ansflow-a"
     )
     assert options["host"] == "db.internal" and options["port"] == 5432
@@ -30,9 +30,9 @@ def test_tls_and_the_application_name_reach_it_as_they_reach_the_pool() -> None:
 
 
 def test_libpqs_sslmode_is_taken_as_the_pool_takes_it() -> None:
-    assert listener_options("postgres://a:b@db/ansflow?sslmode=verify-full")["ssl"] == "verify-full"
+    assert connect_options("postgres://a:b@db/ansflow?sslmode=verify-full")["ssl"] == "verify-full"
 
 
 def test_not_postgres() -> None:
     with pytest.raises(ValueError, match="not a PostgreSQL URL"):
-        listener_options("sqlite://ansflow.db")
+        connect_options("sqlite://ansflow.db")
