@@ -12,7 +12,7 @@ import logging
 import pkgutil
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from tortoise import Tortoise, connections
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -81,9 +81,17 @@ def connection_config(url: str) -> str | dict[str, Any]:
         credentials["reset"] = keep_session
         if "sslmode" in credentials:  # libpq's spelling; asyncpg takes the mode as ``ssl``
             credentials["ssl"] = credentials.pop("sslmode")
+        elif "ssl" in credentials:
+            # Tortoise reads ``?ssl=`` as bool(text): "false" would turn TLS on.
+            credentials["ssl"] = _ssl_flag(normalised)
     else:
         expanded["engine"] = SQLITE_ENGINE
     return expanded
+
+
+def _ssl_flag(url: str) -> bool:
+    values = parse_qs(urlsplit(url).query).get("ssl", [""])
+    return values[-1].strip().lower() not in ("", "0", "false", "no", "off")
 
 
 def connect_options(url: str) -> dict[str, Any]:

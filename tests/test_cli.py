@@ -28,14 +28,13 @@ def run_cli(
 
 
 @pytest.mark.postgres
-def test_db_upgrade_takes_libpqs_sslmode_and_says_when_tls_is_refused(
+def test_db_upgrade_takes_sslmode_and_ssl_false_and_says_when_tls_is_refused(
     workdir: Path, pg_url: str
 ) -> None:
-    plain = run_cli(
-        ["db", "upgrade"], workdir, {"ANSFLOW_DATABASE_URL": pg_url + "?sslmode=disable"}
-    )
-    assert plain.returncode == 0, plain.stderr
-    assert "database is up to date" in plain.stdout
+    for query in ("?sslmode=disable", "?ssl=false"):
+        plain = run_cli(["db", "upgrade"], workdir, {"ANSFLOW_DATABASE_URL": pg_url + query})
+        assert plain.returncode == 0, plain.stderr
+        assert "database is up to date" in plain.stdout
     # The throwaway server has no TLS: asked to require it, the command says so, in one line.
     tls = run_cli(["db", "upgrade"], workdir, {"ANSFLOW_DATABASE_URL": pg_url + "?sslmode=require"})
     assert tls.returncode == 1

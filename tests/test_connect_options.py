@@ -33,6 +33,13 @@ def test_libpqs_sslmode_is_taken_as_the_pool_takes_it() -> None:
     assert connect_options("postgres://a:b@db/ansflow?sslmode=verify-full")["ssl"] == "verify-full"
 
 
+@pytest.mark.parametrize(
+    ("given", "ssl"), [("true", True), ("1", True), ("false", False), ("0", False)]
+)
+def test_ssl_false_means_no_tls(given: str, ssl: bool) -> None:
+    assert connect_options(f"postgres://a:b@db/ansflow?ssl={given}")["ssl"] is ssl
+
+
 def test_not_postgres() -> None:
     with pytest.raises(ValueError, match="not a PostgreSQL URL"):
         connect_options("sqlite://ansflow.db")
