@@ -63,14 +63,14 @@ async def keep_session(connection: Any) -> None:
     """
 
 
-def _is_postgres(normalised: str) -> bool:
-    return normalised.startswith(("postgres://", "asyncpg://"))
+def is_postgres_url(url: str) -> bool:
+    return url.startswith(("postgres://", "postgresql://", "asyncpg://"))
 
 
 def connection_config(url: str) -> str | dict[str, Any]:
     """The ``default`` connection as Tortoise takes it."""
     normalised = normalise_url(url)
-    is_postgres = _is_postgres(normalised)
+    is_postgres = is_postgres_url(normalised)
     if not is_postgres and not normalised.startswith("sqlite://"):
         return normalised
     from tortoise.backends.base.config_generator import expand_db_url
@@ -105,7 +105,7 @@ def connect_options(url: str) -> dict[str, Any]:
     others connect with too.
     """
     config = connection_config(url)
-    if not _is_postgres(normalise_url(url)) or not isinstance(config, dict):
+    if not is_postgres_url(url) or not isinstance(config, dict):
         raise ValueError("not a PostgreSQL URL")
     credentials = dict(config["credentials"])
     settings = dict(credentials.pop("server_settings", None) or {})
@@ -178,7 +178,7 @@ MIGRATION_LOCK_WAIT = 120.0  # seconds; a migration itself is given 60
 
 @contextlib.asynccontextmanager
 async def _migration_lock(url: str) -> AsyncIterator[None]:
-    if not _is_postgres(normalise_url(url)):
+    if not is_postgres_url(url):
         yield  # SQLite: its own write lock already lets one process at a time
         return
     import asyncpg

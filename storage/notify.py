@@ -28,10 +28,6 @@ RECONNECT_BASE = 0.5
 RECONNECT_CAP = 10.0
 
 
-def is_postgres_url(url: str) -> bool:
-    return url.startswith(("postgres://", "postgresql://", "asyncpg://"))
-
-
 async def notify(channel: str, payload: str, conn: Any = None) -> None:
     """Send ``payload``; on ``conn`` (a transaction) it is delivered when that commits."""
     await notify_all(channel, [payload], conn if conn is not None else connections.get("default"))
