@@ -91,6 +91,7 @@ class Concurrency:
             still = await groups.mark_queued_behind(run.id, ahead, QUEUED, conn)
             if still:
                 run.queued_behind = ahead
+                run.version += 1  # as the row's (its trigger's) moved
                 event = RunStatusChanged(run=run_snapshot(run, steps))
                 await self.engine.bus.publish_in_tx(event, conn)
         if still:

@@ -126,7 +126,7 @@ class Engine:
         # The step rows each live run was last driven with, kept up to date by its
         # compare-and-sets; a drive reads again only those whose version moved.
         # Forgotten when a drive fails (its writes may have rolled back) or the run ends.
-        self._known: Recent[int, list[StepRun]] = Recent(KNOWN_RUNS)
+        self._known: Recent[int, tuple[Run, list[StepRun]]] = Recent(KNOWN_RUNS)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pinned: dict[int, Pipeline] = {}
         self._recent: Recent[int, Pipeline] = Recent(RECENT_ENDED)
@@ -196,7 +196,7 @@ class Engine:
                     await first.announce(self.bus, RunStarted(run=run_snapshot(run, steps)))
                     await self._apply(run, steps, self._plan(run, steps), first)
             await self._committed(run.id, first)
-            self._known.put(run.id, steps)
+            self._known.put(run.id, (run, steps))
             latest = await self._drive_locked(run.id, (run, steps))
         if latest is None:
             return await self.snapshot(run.id)
@@ -239,6 +239,7 @@ class Engine:
                 if won:
                     await self.bus.publish_in_tx(event, conn)
             if won:
+                self._known.pop(run_id)  # the row held for the run is out of date
                 await self.bus.publish(event)
         if not won:
             return CancelResult.ALREADY
@@ -310,8 +311,10 @@ class Engine:
             changed = False
             try:
                 async with round_of(self.bus, alone=True) as now:
-                    if opening is not None:
-                        loaded = await self._fresh(run_id, loaded, now.conn)
+                    if opening is None:
+                        self._check_held(loaded, now)
+                    else:
+                        loaded = await self._opening_rows(run_id, loaded, now)
                         if loaded is None or not await opening(now, *loaded):
                             return loaded
                         run, steps = loaded
@@ -347,12 +350,35 @@ class Engine:
         if loaded is not None and run_id not in self._stale:
             return loaded
         self._stale.discard(run_id)
-        fresh = await store.read_run_and_steps(run_id, conn, known=self._known.get(run_id))
+        kept = self._known.get(run_id)
+        known = kept[1] if kept is not None else None
+        fresh = await store.read_run_and_steps(run_id, conn, known=known)
         if fresh is None or RunStatus(fresh[0].status) in RUN_TERMINAL:
             self._known.pop(run_id)
         else:
-            self._known.put(run_id, fresh[1])
+            self._known.put(run_id, fresh)
         return fresh
+
+    @staticmethod
+    def _check_held(loaded: tuple[Run, list[StepRun]] | None, now: Round) -> None:
+        """Planned from rows held, not read in the round's own statement: where the
+        round can check them, it applies only if they are still as held."""
+        if loaded is not None and now.writes.checks_rows:
+            for check in store.unchanged(*loaded):
+                now.writes.check(check)
+
+    async def _opening_rows(
+        self, run_id: int, loaded: tuple[Run, list[StepRun]] | None, now: Round
+    ) -> tuple[Run, list[StepRun]] | None:
+        """The rows a step's end is written from: those this process holds, without a
+        read, when ``now`` can check that they are still as held (its statement then
+        applies only if so); else ``loaded`` or the stored ones, read in ``now``."""
+        kept = None
+        if now.writes.checks_rows and run_id not in self._stale:
+            kept = self._known.get(run_id)
+        rows = kept or await self._fresh(run_id, loaded, now.conn)
+        self._check_held(rows, now)
+        return rows
 
     async def _decide(self, run: Run, steps: list[StepRun]) -> Plan | None:
         """The plan for the run's next round; None when there is nothing to write."""
@@ -633,6 +659,8 @@ class Engine:
         Seen: a new ``external_url`` (the build link), a new ``reason`` while the
         step runs (e.g. "Jenkins unreachable; retrying", or its clearing).
         """
+        # Written outside a round: the rows held for the run are out of date.
+        self._known.pop(run_id)
         if "external_url" not in fields and "reason" not in fields:
             await store.write_step_fields(step_id, **fields)
             return

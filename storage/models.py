@@ -66,6 +66,10 @@ class Run(Model):
     queued_behind = fields.IntField(null=True)
     # Slack (issue 11): the run this one repeats (the Rerun button).
     rerun_of = fields.IntField(null=True)
+    # Bumped by every UPDATE of the row (our statements bump it themselves, a trigger
+    # of migration 0008 for every other writer): a round planned from a kept run row
+    # checks it is still this (``storage.round_writes``).
+    version = fields.IntField(default=0, db_default=0)
 
     class Meta:
         table = "run"

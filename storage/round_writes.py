@@ -67,6 +67,17 @@ class OwnStatements:
 
 
 @dataclass(frozen=True)
+class Check:
+    """A condition the round's changes depend on: ``select`` (our text, values as
+    placeholders) must yield a row as they apply, or none of them does.
+
+    Its ``FOR UPDATE``, if any, holds what it found until the round commits."""
+
+    select: str
+    values: Sequence[Any]
+
+
+@dataclass(frozen=True)
 class Change:
     """``UPDATE model SET changes WHERE where`` for the row ``row_id``; it wins if it counts 1."""
 
@@ -98,6 +109,7 @@ class RoundWrites:
         self.conn = conn
         self.changes: list[Change] = []
         self.notices: list[tuple[str, str]] = []
+        self.checks: list[Check] = []
         self._in_one_statement = conn.capabilities.dialect == "postgres"
         self._in_transaction = transaction
         if self._in_one_statement:  # only PostgreSQL has notices to join the statement
@@ -111,8 +123,21 @@ class RoundWrites:
             raise ValueError("only PostgreSQL rounds go without a transaction")
         return cls(OwnStatements(client), transaction=False)
 
+    @property
+    def checks_rows(self) -> bool:
+        """Can this round check rows it does not change (:meth:`check`)? Only a round
+        that goes as one guarded statement (PostgreSQL, no transaction of its own)."""
+        return not self._in_transaction
+
     def add(self, change: Change) -> None:
         self.changes.append(change)
+
+    def check(self, check: Check) -> None:
+        """The round's changes apply only if ``check`` still holds as they do
+        (:class:`ChangesLost` otherwise); see :attr:`checks_rows`."""
+        if not self.checks_rows:
+            raise ValueError("only a round without a transaction of its own checks rows")
+        self.checks.append(check)
 
     def notify(self, channel: str, payloads: Sequence[str]) -> None:
         self.notices.extend((channel, payload) for payload in payloads)
@@ -124,16 +149,18 @@ class RoundWrites:
     async def send(self) -> None:
         """Send what was queued, in order; :class:`ChangesLost` if a change found no row
         (raised inside the round's transaction, which then rolls back: nothing is stored)."""
-        changes, notices = self.changes, self.notices
-        self.changes, self.notices = [], []
+        changes, notices, checks = self.changes, self.notices, self.checks
+        self.changes, self.notices, self.checks = [], [], []
         if self._in_transaction:
             await _send(self.conn, changes, notices)
             return
         batches = _batches(changes)
         if len(batches) <= 1 and len(notices) <= NOTICES_PER_STATEMENT:
-            await _all_or_nothing(self.conn, batches[0] if batches else [], notices)
+            await _all_or_nothing(self.conn, batches[0] if batches else [], notices, checks)
             return
         async with in_transaction() as conn:  # more than one statement: they commit together
+            if changes:
+                await _hold(conn, checks)
             await _send(conn, changes, notices)
 
 
@@ -197,13 +224,31 @@ async def _together(
         raise ChangesLost()
 
 
-async def _all_or_nothing(conn: Any, changes: list[Change], notices: list[tuple[str, str]]) -> None:
+async def _hold(conn: BaseDBAsyncClient, checks: list[Check]) -> None:
+    """Inside a transaction: each check holds (and what it locks stays locked), or
+    :class:`ChangesLost`."""
+    if not checks:
+        return
+    statement = _checks_statement(tuple(c.select for c in checks))
+    _, rows = await conn.execute_query(statement, [v for c in checks for v in c.values])
+    if not rows or not rows[0][0]:
+        raise ChangesLost()
+
+
+async def _all_or_nothing(
+    conn: Any,
+    changes: list[Change],
+    notices: list[tuple[str, str]],
+    checks: Sequence[Check] = (),
+) -> None:
     """One statement that commits alone: every change and notice, or none of them."""
     if not changes:
         await _together(conn, [], notices)  # notices only: nothing to lose
         return
-    statement = _guarded_statement(tuple(c.shape for c in changes), len(notices))
-    values: list[Any] = []
+    statement = _guarded_statement(
+        tuple(c.shape for c in changes), len(notices), tuple(c.select for c in checks)
+    )
+    values: list[Any] = [v for check in checks for v in check.values]
     for change in changes:
         values += change.where_values  # the lock and check of its row
     for change in changes:
@@ -231,12 +276,24 @@ def _statement(templates: tuple[str, ...], notices: int) -> str:
     return sql.render_for("postgres", f"{head}SELECT {', '.join(selected)}")
 
 
+@functools.lru_cache(maxsize=64)
+def _checks_statement(checks: tuple[str, ...]) -> str:
+    """True when every check yields a row."""
+    parts = [f"c{i} AS ({check})" for i, check in enumerate(checks)]
+    found = " + ".join(f"(SELECT count(*) FROM c{i})" for i in range(len(checks)))  # noqa: S608
+    text = f"WITH {', '.join(parts)} SELECT ({found}) = {len(checks)}"
+    return sql.render_for("postgres", text)
+
+
 @functools.lru_cache(maxsize=256)
 def _guarded_statement(
-    shapes: tuple[tuple[str, tuple[str, ...], str, str | None], ...], notices: int
+    shapes: tuple[tuple[str, tuple[str, ...], str, str | None], ...],
+    notices: int,
+    checks: tuple[str, ...] = (),
 ) -> str:
-    """A statement for :func:`_all_or_nothing`: lock and check each change's row
-    (``gN``), then each change (``wN``) and the notices only if all were found.
+    """A statement for :func:`_all_or_nothing`: the round's checks (``cN``), then
+    lock and check each change's row (``gN``), then each change (``wN``) and the
+    notices only if every check held and every row was found.
 
     All of a statement's parts see one snapshot. A row another writer changed
     since is locked once that writer commits and checked again as it then
@@ -244,12 +301,15 @@ def _guarded_statement(
     """
     # Our table names and conditions only; every value is a placeholder.
     won = "(SELECT won FROM guard)"
-    parts = [
+    parts = [f"c{i} AS ({check})" for i, check in enumerate(checks)]
+    parts += [
         f'g{i} AS (SELECT 1 FROM "{table}" WHERE {where} FOR UPDATE)'  # noqa: S608
         for i, (table, _, where, _) in enumerate(shapes)
     ]
-    found = " + ".join(f"(SELECT count(*) FROM g{i})" for i in range(len(shapes)))  # noqa: S608
-    parts.append(f"guard AS (SELECT {found} = {len(shapes)} AS won)")
+    counted = [f"(SELECT count(*) FROM c{i})" for i in range(len(checks))]  # noqa: S608
+    counted += [f"(SELECT count(*) FROM g{i})" for i in range(len(shapes))]  # noqa: S608
+    found = " + ".join(counted)
+    parts.append(f"guard AS (SELECT {found} = {len(shapes) + len(checks)} AS won)")
     for i, (table, columns, where, counter) in enumerate(shapes):
         update = sql.update_template(table, columns, f"({where}) AND {won}", counter)
         parts.append(f"w{i} AS ({update} RETURNING 1)")

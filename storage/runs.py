@@ -16,7 +16,7 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 
 from storage import sql
 from storage.models import Run, StepRun
-from storage.round_writes import Change, RoundWrites
+from storage.round_writes import Change, Check, RoundWrites
 
 
 def now() -> datetime:
@@ -148,6 +148,22 @@ async def _read_whole(
     )
 
 
+_RUN_UNCHANGED = 'SELECT 1 FROM "run" WHERE "id"=? AND "version"=? FOR UPDATE'
+_STEPS_UNCHANGED = (
+    'SELECT 1 WHERE (SELECT coalesce(sum("version"), 0) FROM "step_run" WHERE "run_id"=?) = ?'
+)
+
+
+def unchanged(run: Run, steps: Sequence[StepRun]) -> list[Check]:
+    """Checks that the run's row and its steps' are still as held (each row's
+    ``version`` only goes up, so an unchanged sum means unchanged rows); the
+    run's row is locked until the round commits, so no one moves it meanwhile."""
+    return [
+        Check(_RUN_UNCHANGED, (run.id, run.version)),
+        Check(_STEPS_UNCHANGED, (run.id, sum(step.version for step in steps))),
+    ]
+
+
 def _status_guard(sources: Collection[str]) -> str:
     return f'"id"=? AND "status" IN ({",".join("?" * len(sources))})'
 
@@ -164,10 +180,13 @@ async def set_run_status(
     guard = list(sources)
     if not guard:
         return False  # no status it may move from: nothing can win
-    count = await sql.update(conn, Run, changes, _status_guard(guard), [run.id, *guard])
+    count = await sql.update(
+        conn, Run, changes, _status_guard(guard), [run.id, *guard], counter="version"
+    )
     if count:
         for key, value in changes.items():
             setattr(run, key, value)
+        run.version += 1
     return bool(count)
 
 
@@ -205,9 +224,11 @@ def queue_run_status(
     if run.status not in guard:
         return False
     changes: dict[str, Any] = {"status": proposed, **fields}
-    writes.add(Change(Run, run.id, changes, _status_guard(guard), [run.id, *guard]))
+    where = _status_guard(guard)
+    writes.add(Change(Run, run.id, changes, where, [run.id, *guard], counter="version"))
     for key, value in changes.items():
         setattr(run, key, value)
+    run.version += 1
     return True
 
 
@@ -257,10 +278,11 @@ async def request_cancel(
         return False
     where = _status_guard(guard) + ' AND "cancel_requested_at" IS NULL'
     changes = {"cancel_requested_at": stamp, "cancel_requested_by": by}
-    count = await sql.update(conn, Run, changes, where, [run.id, *guard])
+    count = await sql.update(conn, Run, changes, where, [run.id, *guard], counter="version")
     if count:
         run.cancel_requested_at = stamp
         run.cancel_requested_by = by
+        run.version += 1
     return bool(count)
 
 

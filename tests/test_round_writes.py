@@ -9,6 +9,7 @@ PostgreSQL the round's writes and its notice are one statement.
 from __future__ import annotations
 
 import asyncio
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -265,3 +266,98 @@ async def test_a_round_alone_with_an_outbox_keeps_its_transaction(
                 await now.announce(bus, RunStarted(run=run_snapshot(*loaded)))
         assert await stored(first.id) == ("pending", 0)
         assert await SeenEvent.all().count() == 0
+
+
+async def record(acted: list[str]) -> None:
+    acted.append("started")
+
+
+async def held_rows(run_id: int) -> tuple[Any, list[StepRun]]:
+    loaded = await store.read_run_and_steps(run_id)
+    assert loaded is not None
+    return loaded
+
+
+@pytest.mark.postgres
+async def test_a_round_planned_from_held_rows_applies_only_if_they_are_unchanged(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """The run's row or any of its steps moved since they were held: nothing is stored,
+    nothing told or done; unmoved, the round applies (in one statement, or two)."""
+    async with engine_on(pg_url, tmp_path):
+        listener, heard = await heard_on(pg_url, "t_held")
+        try:
+            run_id, _ = await make_run(3)
+            run, (first, second, _) = await held_rows(run_id)
+            async with round_of(EventBus(), alone=True) as now:
+                assert now.writes.checks_rows
+                for check in store.unchanged(run, [first, second, _]):
+                    now.writes.check(check)
+                assert queue_move_step(first, StepStatus.RUNNING, now.writes)
+            assert await stored(first.id) == ("running", 1)
+
+            for elsewhere in (
+                # another replica's cancel (the run's row), the ORM on a step not in the round
+                "UPDATE run SET cancel_requested_by = 'U_OTHER' WHERE id = $1",
+                "UPDATE step_run SET reason = 'noted' WHERE run_id = $1 AND position = 2",
+            ):
+                run, steps = await held_rows(run_id)
+                other = await asyncpg.connect(**connect_options(pg_url))
+                try:
+                    await other.execute(elsewhere, run_id)
+                finally:
+                    await other.close()
+                acted: list[str] = []
+                for twice in (False, True):  # one statement; a row changed twice: two
+                    with pytest.raises(RoundLost):
+                        async with round_of(EventBus(), alone=True) as now:
+                            for check in store.unchanged(run, steps):
+                                now.writes.check(check)
+                            before = (steps[1].status, steps[1].version)
+                            assert queue_move_step(steps[1], StepStatus.RUNNING, now.writes)
+                            if twice:
+                                assert queue_move_step(steps[1], StepStatus.SUCCESS, now.writes)
+                            await notify_all("t_held", ["lost"], now.conn)
+                            now.then(functools.partial(record, acted))
+                    steps[1].status, steps[1].version = before
+                    assert await stored(second.id) == ("pending", 0)
+                assert acted == []
+            await notify("t_held", "after")
+            assert await asyncio.wait_for(heard.get(), 5) == "after"
+        finally:
+            await listener.close()
+
+
+@pytest.mark.postgres
+async def test_a_round_from_held_rows_holds_the_runs_row_until_it_commits(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """A cancel written meanwhile by another replica either comes before the round (which
+    then loses) or waits for it; it never slips between the check and the change."""
+    async with engine_on(pg_url, tmp_path):
+        run_id, _ = await make_run(2)
+        run, steps = await held_rows(run_id)
+        other = await asyncpg.connect(**connect_options(pg_url))
+        try:
+            writer = other.transaction()
+            await writer.start()
+            await other.execute(
+                "UPDATE run SET cancel_requested_by = 'U_OTHER' WHERE id = $1", run_id
+            )
+
+            async def the_round() -> None:
+                async with round_of(EventBus(), alone=True) as now:
+                    for check in store.unchanged(run, steps):
+                        now.writes.check(check)
+                    assert queue_move_step(steps[0], StepStatus.RUNNING, now.writes)
+
+            sent = asyncio.create_task(the_round())
+            waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            await eventually(lambda: other.fetchval(waiting), lambda count: count >= 1)
+            assert not sent.done()
+            await writer.commit()
+            with pytest.raises(RoundLost):
+                await asyncio.wait_for(sent, 10)
+        finally:
+            await other.close()
+        assert await stored(steps[0].id) == ("pending", 0)

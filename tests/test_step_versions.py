@@ -11,15 +11,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from tortoise import connections
 from tortoise.transactions import in_transaction
 
+from engine.executors.base import StepOutcome
 from engine.permissions import Actor
 from engine.runner import RunRequest
 from engine.snapshots import step_snapshot
 from engine.state import RunStatus, StepStatus
 from storage import runs as store
-from storage.models import StepRun
+from storage.models import Run, StepRun
 from tests.engine_harness import engine_on
 from tests.helpers import eventually, write_pipeline
 
@@ -172,3 +174,69 @@ async def test_a_step_snapshot_follows_every_change_of_its_row(
             assert not await store.set_step_status(step, "success", ["pending"], conn)
         assert step_snapshot(step).status == StepStatus.RUNNING  # a lost change shows nothing
         assert first.status == StepStatus.PENDING  # a snapshot given out never changes
+
+
+GATE_THEN_DEPLOY = """\
+name: gate-then-deploy
+steps:
+  - name: Approve
+    approval:
+      approvers: [U_A]
+  - {name: deploy, run: echo deployed}
+"""
+
+
+@pytest.mark.postgres
+async def test_a_step_end_planned_from_kept_rows_sees_a_cancel_written_elsewhere(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """The step's end is written from the rows this process kept (no read); another
+    replica cancelled the run meanwhile: the end is planned again from what is stored,
+    so the run is cancelled and ``deploy`` never starts."""
+    write_pipeline(tmp_path, "gate-then-deploy", GATE_THEN_DEPLOY)
+    async with engine_on(pg_url, tmp_path) as core:
+        started = await core.engine.start_run(RunRequest("gate-then-deploy", {}, STARTER))
+        gate = started.steps[0]
+
+        async def waiting() -> bool:
+            return (await core.engine.snapshot(started.id)).status == RunStatus.WAITING_APPROVAL
+
+        await eventually(waiting)
+        # Another replica's cancel, before its drive gets here.
+        moved = await Run.filter(id=started.id, cancel_requested_at__isnull=True).update(
+            cancel_requested_at=store.now(), cancel_requested_by="U_OTHER"
+        )
+        assert moved == 1
+        assert await core.engine.finish_step(started.id, gate.id, StepOutcome(StepStatus.SUCCESS))
+        final = await core.engine.wait_finished(started.id, timeout=30)
+    assert final.status == RunStatus.CANCELLED
+    deploy = final.steps[1]
+    assert deploy.status in (StepStatus.SKIPPED, StepStatus.CANCELLED)
+    assert deploy.started_at is None
+
+
+async def test_every_update_of_a_run_row_bumps_its_version_once(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with engine_on(database_url, tmp_path):
+        run_id, _ = await make_run(1)
+        run, _ = await store.read_run_and_steps(run_id) or (None, [])
+        assert run is not None and run.version == 0
+
+        async def stored_run_version() -> int:
+            rows = await Run.filter(id=run_id).values_list("version", flat=True)
+            return int(rows[0])  # type: ignore[call-overload]
+
+        async with in_transaction() as conn:  # a compare-and-set of ours
+            assert await store.set_run_status(run, "running", ["pending"], conn)
+        assert run.version == 1 == await stored_run_version()
+        async with in_transaction() as conn:
+            assert await store.request_cancel(run, "U1", ["running"], conn)
+        assert run.version == 2 == await stored_run_version()
+        await store.set_thread(run_id, "C1", "1.2")  # the ORM: the trigger bumps it
+        assert await stored_run_version() == 3
+        count, _ = await connections.get("default").execute_query(
+            "UPDATE run SET reason = 'x' WHERE id = " + str(int(run_id))
+        )
+        assert count == 1
+        assert await stored_run_version() == 4
