@@ -170,26 +170,35 @@ class Engine:
         # Without a concurrency group to ask, the run is created running (one
         # statement fewer than pending, then running).
         started_at = store.now() if pipeline.concurrency is None else None
+        steps_of = [(path, spec.name, spec.kind) for path, spec in pipeline.leaves()]
+        fields: dict[str, Any] = {
+            "pipeline": pipeline.name,
+            "definition": pipeline.model_dump(mode="json"),
+            "parameters": parameters,
+            "trigger_type": request.trigger_type,
+            "triggered_by": request.actor.user_id,
+            "source": request.source,
+            "channel_id": request.channel_id or pipeline.channel,
+            "cicd_tool_id": request.cicd_tool_id,
+            "owner": self.replica.id,
+            "rerun_of": request.rerun_of,
+        }
+        # Started at once, with nothing else to commit with it: on PostgreSQL (Slack
+        # off) the rows and the first round go as one statement, without a transaction.
+        alone = started_at is not None and request.on_created is None
         async with AsyncExitStack() as held:
-            async with round_of(self.bus) as first:
-                conn = first.conn
-                run, steps = await store.create_run(
-                    pipeline=pipeline.name,
-                    definition=pipeline.model_dump(mode="json"),
-                    parameters=parameters,
-                    steps=[(path, spec.name, spec.kind) for path, spec in pipeline.leaves()],
-                    trigger_type=request.trigger_type,
-                    triggered_by=request.actor.user_id,
-                    source=request.source,
-                    channel_id=request.channel_id or pipeline.channel,
-                    cicd_tool_id=request.cicd_tool_id,
-                    owner=self.replica.id,
-                    conn=conn,
-                    rerun_of=request.rerun_of,
-                    started_at=started_at,
-                )
+            async with round_of(self.bus, alone=alone) as first:
+                if alone and first.writes.checks_rows:
+                    assert started_at is not None
+                    run, steps = await store.reserve_run(
+                        steps=steps_of, writes=first.writes, started_at=started_at, **fields
+                    )
+                else:
+                    run, steps = await store.create_run(
+                        steps=steps_of, conn=first.conn, started_at=started_at, **fields
+                    )
                 if request.on_created is not None:
-                    await request.on_created(run.id, conn)
+                    await request.on_created(run.id, first.conn)
                 self._pinned[run.id] = pipeline
                 await held.enter_async_context(self._locks.hold(run.id))
                 if started_at is not None:

@@ -110,6 +110,9 @@ class RoundWrites:
         self.changes: list[Change] = []
         self.notices: list[tuple[str, str]] = []
         self.checks: list[Check] = []
+        # New rows (their ids reserved) that go in with the round's statement.
+        self.family: tuple[Model, list[Model]] | None = None
+        self._new_rows: set[tuple[type[Model], int]] = set()
         self._in_one_statement = conn.capabilities.dialect == "postgres"
         self._in_transaction = transaction
         if self._in_one_statement:  # only PostgreSQL has notices to join the statement
@@ -129,7 +132,19 @@ class RoundWrites:
         that goes as one guarded statement (PostgreSQL, no transaction of its own)."""
         return not self._in_transaction
 
+    def insert_family(self, parent: Model, children: list[Model]) -> None:
+        """Insert ``parent`` and its ``children`` (ids reserved, ``sql.reserve_ids``)
+        first in the round's statement, with the values their objects hold when it
+        is sent: a change queued meanwhile for one of them is already on its object
+        (nothing can have moved a row that is not yet stored), so it goes in with it."""
+        if not self.checks_rows or self.family is not None:
+            raise ValueError("one new family per round, in a round without a transaction")
+        self.family = (parent, children)
+        self._new_rows = {(type(row), row.pk) for row in (parent, *children)}
+
     def add(self, change: Change) -> None:
+        if (change.model, change.row_id) in self._new_rows:
+            return  # the row goes in with the change already on it
         self.changes.append(change)
 
     def check(self, check: Check) -> None:
@@ -151,6 +166,10 @@ class RoundWrites:
         (raised inside the round's transaction, which then rolls back: nothing is stored)."""
         changes, notices, checks = self.changes, self.notices, self.checks
         self.changes, self.notices, self.checks = [], [], []
+        family, self.family = self.family, None
+        if family is not None:
+            await _insert_family(self.conn, family, changes, notices, checks)
+            return
         if self._in_transaction:
             await _send(self.conn, changes, notices)
             return
@@ -222,6 +241,53 @@ async def _together(
     _, rows = await conn.execute_query(statement, values)
     if any(int(rows[0][i]) != 1 for i in range(len(changes))):
         raise ChangesLost()
+
+
+async def _insert_family(
+    conn: Any,
+    family: tuple[Model, list[Model]],
+    changes: list[Change],
+    notices: list[tuple[str, str]],
+    checks: list[Check],
+) -> None:
+    """New rows and the round's notices as one statement that commits alone. Anything
+    else in the round (not expected of a run's first round) goes with them in a
+    transaction."""
+    parent, children = family
+    if changes or checks or len(notices) > NOTICES_PER_STATEMENT:
+        async with in_transaction() as tx:
+            await _family_statement(tx, parent, children, [])
+            await _hold(tx, checks)
+            await _send(tx, changes, notices)
+        return
+    await _family_statement(conn, parent, children, notices)
+
+
+async def _family_statement(
+    conn: Any, parent: Model, children: list[Model], notices: list[tuple[str, str]]
+) -> None:
+    model = type(children[0]) if children else type(parent)
+    statement = _family_and_notices(type(parent), model, len(children), len(notices))
+    values = sql.family_values(parent, children)
+    for channel, payload in notices:
+        values += [channel, payload]
+    await conn.execute_query(statement, values)
+    for row in (parent, *children):
+        row._saved_in_db = True
+
+
+@functools.lru_cache(maxsize=64)
+def _family_and_notices(
+    parent: type[Model], child: type[Model], children: int, notices: int
+) -> str:
+    parts = [sql.insert_family_template(parent, child, children)]
+    selected = "1"
+    if notices:
+        rows = ", ".join(["(?, ?)"] * notices)
+        notify = f"SELECT pg_notify(chan, body) FROM (VALUES {rows}) AS v(chan, body)"  # noqa: S608
+        parts.append(f"n AS ({notify})")
+        selected = "(SELECT count(*) FROM n)"
+    return sql.render_for("postgres", f"WITH {', '.join(parts)} SELECT {selected}")
 
 
 async def _hold(conn: BaseDBAsyncClient, checks: list[Check]) -> None:

@@ -44,6 +44,60 @@ async def create_run(
     The run is pending, or already running from ``started_at`` when its creator
     starts it in the same transaction (a new row: no one else can have moved it).
     """
+    run, rows = _new_rows(
+        pipeline=pipeline,
+        definition=definition,
+        parameters=parameters,
+        steps=steps,
+        trigger_type=trigger_type,
+        triggered_by=triggered_by,
+        source=source,
+        channel_id=channel_id,
+        cicd_tool_id=cicd_tool_id,
+        owner=owner,
+        rerun_of=rerun_of,
+        started_at=started_at,
+    )
+    await sql.insert_with_children(conn, run, rows, "run_id")
+    return run, rows
+
+
+async def reserve_run(
+    *,
+    steps: Iterable[tuple[str, str, str]],
+    writes: RoundWrites,
+    started_at: datetime,
+    **fields: Any,
+) -> tuple[Run, list[StepRun]]:
+    """:func:`create_run` as part of a round that goes as one statement: the run
+    (already running from ``started_at``) and its steps get their ids now, and are
+    inserted with the round's writes, the changes the round makes to them
+    included (``RoundWrites.insert_family``)."""
+    run, rows = _new_rows(steps=steps, started_at=started_at, **fields)
+    run_id, step_ids = await sql.reserve_ids(writes.conn, Run, StepRun, len(rows))
+    run.id = run_id
+    for row, step_id in zip(rows, step_ids, strict=True):
+        row.id = step_id
+        row.run_id = run_id
+    writes.insert_family(run, list(rows))
+    return run, rows
+
+
+def _new_rows(
+    *,
+    pipeline: str,
+    definition: dict[str, Any],
+    parameters: dict[str, str],
+    steps: Iterable[tuple[str, str, str]],
+    trigger_type: str,
+    triggered_by: str,
+    source: str,
+    channel_id: str | None,
+    cicd_tool_id: int | None,
+    owner: str | None = None,
+    rerun_of: int | None = None,
+    started_at: datetime | None = None,
+) -> tuple[Run, list[StepRun]]:
     run = Run(
         pipeline=pipeline,
         definition=definition,
@@ -63,7 +117,6 @@ async def create_run(
         StepRun(run_id=0, path=path, position=i, name=name, kind=kind)
         for i, (path, name, kind) in enumerate(steps)
     ]
-    await sql.insert_with_children(conn, run, rows, "run_id")
     return run, rows
 
 

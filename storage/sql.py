@@ -175,6 +175,54 @@ async def insert_with_children(
         setattr(child, foreign_key, parent.pk)
 
 
+async def reserve_ids(
+    conn: BaseDBAsyncClient, parent: type[Model], child: type[Model], children: int
+) -> tuple[int, list[int]]:
+    """New ids for a ``parent`` row and its ``children`` rows, from their tables'
+    sequences (PostgreSQL; nothing is written): rows that know their ids can be
+    inserted, and told of, in the same one statement (:func:`insert_family_template`)."""
+    template = _reserve_template(table_of(parent).name, table_of(child).name)
+    _, rows = await conn.execute_query(render(conn, template), [children])
+    return int(rows[0][0]), sorted(int(i) for i in rows[0][1])
+
+
+@functools.cache
+def _reserve_template(table: str, child_table: str) -> str:
+    def next_id(name: str) -> str:
+        return f"nextval(pg_get_serial_sequence('\"{name}\"', 'id'))"
+
+    children = f"ARRAY(SELECT {next_id(child_table)} FROM generate_series(1, ?))"  # noqa: S608
+    return f"SELECT {next_id(table)}, {children}"
+
+
+def family_values(parent: Model, children: Sequence[Model]) -> list[Any]:
+    """The values of :func:`insert_family_template`: each row's id, then its columns."""
+    table = table_of(type(parent))
+    values = [parent.pk, *_row_values(table, parent)]
+    if children:
+        child_table = table_of(type(children[0]))
+        for child in children:
+            values += [child.pk, *_row_values(child_table, child)]
+    return values
+
+
+@functools.lru_cache(maxsize=64)
+def insert_family_template(parent: type[Model], child: type[Model], children: int) -> str:
+    """CTEs inserting a parent row and its children, ids given (``reserve_ids``):
+    ``p AS (…), c AS (…)``, for a statement that goes on from there."""
+    table, child_table = table_of(parent), table_of(child)
+    parts = [f"p AS ({_insert_with_ids(table, 1)})"]
+    if children:
+        parts.append(f"c AS ({_insert_with_ids(child_table, children)})")
+    return ", ".join(parts)
+
+
+def _insert_with_ids(table: Table, rows: int) -> str:
+    names = ",".join(f'"{c}"' for c in ("id", *table.columns))
+    row = f"({_marks(len(table.columns) + 1)})"
+    return f'INSERT INTO "{table.name}" ({names}) VALUES {",".join([row] * rows)}'  # noqa: S608
+
+
 def _row_values(table: Table, instance: Model, leave_out: str | None = None) -> list[Any]:
     return [
         table.fields[column].to_db_value(
