@@ -74,6 +74,7 @@ async def reserve_run(
     inserted with the round's writes, the changes the round makes to them
     included (``RoundWrites.insert_family``)."""
     run, rows = _new_rows(steps=steps, started_at=started_at, **fields)
+    run.created_at = started_at  # told of (snapshots) before it is stored
     run_id, step_ids = await sql.reserve_ids(writes.conn, Run, StepRun, len(rows))
     run.id = run_id
     for row, step_id in zip(rows, step_ids, strict=True):

@@ -96,6 +96,8 @@ async def test_a_run_started_in_its_first_round_goes_in_with_that_rounds_changes
                     **fields(),  # type: ignore[arg-type]
                 )
                 assert run.id > other.id and held[0].id < held[1].id
+                created = run.created_at
+                assert created is not None  # its snapshots are told before it is stored
                 assert queue_move_step(held[0], StepStatus.RUNNING, first.writes)
                 assert first.writes.changes == []  # on the new row, not a statement of its own
                 await notify_all("t_new", [f"run {run.id}", f"step {held[0].id}"], first.conn)
@@ -105,7 +107,8 @@ async def test_a_run_started_in_its_first_round_goes_in_with_that_rounds_changes
                 (held[0].id, "running", 1),
                 (held[1].id, "pending", 0),
             ]
-            assert (await Run.get(id=run.id)).status == "running"
+            stored_run = await Run.get(id=run.id)
+            assert (stored_run.status, stored_run.created_at) == ("running", created)
             assert [await asyncio.wait_for(heard.get(), 5) for _ in range(2)] == [
                 f"run {run.id}",
                 f"step {held[0].id}",
