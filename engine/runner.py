@@ -188,7 +188,7 @@ class Engine:
         alone = started_at is not None and request.on_created is None
         async with AsyncExitStack() as held:
             async with round_of(self.bus, alone=alone) as first:
-                if alone and first.writes.checks_rows:
+                if alone and first.writes.one_statement:
                     assert started_at is not None
                     run, steps = await store.reserve_run(
                         steps=steps_of, writes=first.writes, started_at=started_at, **fields
@@ -370,9 +370,9 @@ class Engine:
 
     @staticmethod
     def _check_held(loaded: tuple[Run, list[StepRun]] | None, now: Round) -> None:
-        """Planned from rows held, not read in the round's own statement: where the
-        round can check them, it applies only if they are still as held."""
-        if loaded is not None and now.writes.checks_rows:
+        """Planned from rows held, not read in the round's own statement (or
+        transaction): the round applies only if they are still as held."""
+        if loaded is not None:
             for check in store.unchanged(*loaded):
                 now.writes.check(check)
 
@@ -380,11 +380,9 @@ class Engine:
         self, run_id: int, loaded: tuple[Run, list[StepRun]] | None, now: Round
     ) -> tuple[Run, list[StepRun]] | None:
         """The rows a step's end is written from: those this process holds, without a
-        read, when ``now`` can check that they are still as held (its statement then
-        applies only if so); else ``loaded`` or the stored ones, read in ``now``."""
-        kept = None
-        if now.writes.checks_rows and run_id not in self._stale:
-            kept = self._known.get(run_id)
+        read (the round then applies only if they are still as held); else
+        ``loaded`` or the stored ones, read in ``now``."""
+        kept = None if run_id in self._stale else self._known.get(run_id)
         rows = kept or await self._fresh(run_id, loaded, now.conn)
         self._check_held(rows, now)
         return rows

@@ -69,12 +69,17 @@ class OwnStatements:
 @dataclass(frozen=True)
 class Check:
     """A condition the round's changes depend on: ``select`` (our text, values as
-    placeholders) must yield a row as they apply, or none of them does.
+    placeholders) must yield exactly one row as they apply, or none of them does.
 
-    Its ``FOR UPDATE``, if any, holds what it found until the round commits."""
+    ``lock``: on PostgreSQL what it found is locked (``FOR UPDATE``) until the
+    round commits. (SQLite's round holds the database's write lock already.)"""
 
     select: str
     values: Sequence[Any]
+    lock: bool = False
+
+    def text(self, dialect: str) -> str:
+        return self.select + (" FOR UPDATE" if self.lock and dialect == "postgres" else "")
 
 
 @dataclass(frozen=True)
@@ -127,9 +132,9 @@ class RoundWrites:
         return cls(OwnStatements(client), transaction=False)
 
     @property
-    def checks_rows(self) -> bool:
-        """Can this round check rows it does not change (:meth:`check`)? Only a round
-        that goes as one guarded statement (PostgreSQL, no transaction of its own)."""
+    def one_statement(self) -> bool:
+        """Does this round go as one statement, without a transaction of its own
+        (PostgreSQL, nothing else to commit with it)?"""
         return not self._in_transaction
 
     def insert_family(self, parent: Model, children: list[Model]) -> None:
@@ -137,7 +142,7 @@ class RoundWrites:
         first in the round's statement, with the values their objects hold when it
         is sent: a change queued meanwhile for one of them is already on its object
         (nothing can have moved a row that is not yet stored), so it goes in with it."""
-        if not self.checks_rows or self.family is not None:
+        if not self.one_statement or self.family is not None:
             raise ValueError("one new family per round, in a round without a transaction")
         self.family = (parent, children)
         self._new_rows = {(type(row), row.pk) for row in (parent, *children)}
@@ -149,9 +154,8 @@ class RoundWrites:
 
     def check(self, check: Check) -> None:
         """The round's changes apply only if ``check`` still holds as they do
-        (:class:`ChangesLost` otherwise); see :attr:`checks_rows`."""
-        if not self.checks_rows:
-            raise ValueError("only a round without a transaction of its own checks rows")
+        (:class:`ChangesLost` otherwise): checked in their statement, or first in
+        their transaction."""
         self.checks.append(check)
 
     def notify(self, channel: str, payloads: Sequence[str]) -> None:
@@ -171,6 +175,8 @@ class RoundWrites:
             await _insert_family(self.conn, family, changes, notices, checks)
             return
         if self._in_transaction:
+            if changes:
+                await _hold(self.conn, checks)
             await _send(self.conn, changes, notices)
             return
         batches = _batches(changes)
@@ -295,7 +301,8 @@ async def _hold(conn: BaseDBAsyncClient, checks: list[Check]) -> None:
     :class:`ChangesLost`."""
     if not checks:
         return
-    statement = _checks_statement(tuple(c.select for c in checks))
+    dialect = conn.capabilities.dialect
+    statement = _checks_statement(tuple(c.text(dialect) for c in checks), dialect)
     _, rows = await conn.execute_query(statement, [v for c in checks for v in c.values])
     if not rows or not rows[0][0]:
         raise ChangesLost()
@@ -312,7 +319,7 @@ async def _all_or_nothing(
         await _together(conn, [], notices)  # notices only: nothing to lose
         return
     statement = _guarded_statement(
-        tuple(c.shape for c in changes), len(notices), tuple(c.select for c in checks)
+        tuple(c.shape for c in changes), len(notices), tuple(c.text("postgres") for c in checks)
     )
     values: list[Any] = [v for check in checks for v in check.values]
     for change in changes:
@@ -343,12 +350,12 @@ def _statement(templates: tuple[str, ...], notices: int) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def _checks_statement(checks: tuple[str, ...]) -> str:
-    """True when every check yields a row."""
+def _checks_statement(checks: tuple[str, ...], dialect: str) -> str:
+    """True when every check yields its row."""
     parts = [f"c{i} AS ({check})" for i, check in enumerate(checks)]
     found = " + ".join(f"(SELECT count(*) FROM c{i})" for i in range(len(checks)))  # noqa: S608
     text = f"WITH {', '.join(parts)} SELECT ({found}) = {len(checks)}"
-    return sql.render_for("postgres", text)
+    return sql.render_for(dialect, text)
 
 
 @functools.lru_cache(maxsize=256)

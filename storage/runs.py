@@ -202,7 +202,7 @@ async def _read_whole(
     )
 
 
-_RUN_UNCHANGED = 'SELECT 1 FROM "run" WHERE "id"=? AND "version"=? FOR UPDATE'
+_RUN_UNCHANGED = 'SELECT 1 FROM "run" WHERE "id"=? AND "version"=?'
 _STEPS_UNCHANGED = (
     'SELECT 1 WHERE (SELECT coalesce(sum("version"), 0) FROM "step_run" WHERE "run_id"=?) = ?'
 )
@@ -213,7 +213,7 @@ def unchanged(run: Run, steps: Sequence[StepRun]) -> list[Check]:
     ``version`` only goes up, so an unchanged sum means unchanged rows); the
     run's row is locked until the round commits, so no one moves it meanwhile."""
     return [
-        Check(_RUN_UNCHANGED, (run.id, run.version)),
+        Check(_RUN_UNCHANGED, (run.id, run.version), lock=True),
         Check(_STEPS_UNCHANGED, (run.id, sum(step.version for step in steps))),
     ]
 

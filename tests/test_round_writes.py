@@ -23,7 +23,7 @@ from engine.state import StepStatus
 from engine.transitions import queue_move_step
 from storage import runs as store
 from storage.db import connect_options
-from storage.models import SeenEvent, StepRun
+from storage.models import Run, SeenEvent, StepRun
 from storage.notify import notify, notify_all
 from tests.engine_harness import engine_on
 from tests.helpers import eventually
@@ -290,7 +290,7 @@ async def test_a_round_planned_from_held_rows_applies_only_if_they_are_unchanged
             run_id, _ = await make_run(3)
             run, (first, second, _) = await held_rows(run_id)
             async with round_of(EventBus(), alone=True) as now:
-                assert now.writes.checks_rows
+                assert now.writes.one_statement
                 for check in store.unchanged(run, [first, second, _]):
                     now.writes.check(check)
                 assert queue_move_step(first, StepStatus.RUNNING, now.writes)
@@ -361,3 +361,31 @@ async def test_a_round_from_held_rows_holds_the_runs_row_until_it_commits(
         finally:
             await other.close()
         assert await stored(steps[0].id) == ("pending", 0)
+
+
+async def test_a_round_in_a_transaction_planned_from_held_rows_checks_them_first(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The same promise where the round keeps a transaction (SQLite; PostgreSQL with
+    the Slack outbox): the checks go first in it."""
+    async with engine_on(database_url, tmp_path):
+        run_id, _ = await make_run(2)
+        run, steps = await held_rows(run_id)
+        async with round_of(EventBus()) as now:
+            for check in store.unchanged(run, steps):
+                now.writes.check(check)
+            assert queue_move_step(steps[0], StepStatus.RUNNING, now.writes)
+        assert await stored(steps[0].id) == ("running", 1)
+
+        for elsewhere in (
+            Run.filter(id=run_id).update(cancel_requested_by="U_OTHER"),
+            StepRun.filter(id=steps[0].id).update(reason="noted"),
+        ):
+            run, steps = await held_rows(run_id)
+            await elsewhere
+            with pytest.raises(RoundLost):
+                async with round_of(EventBus()) as now:
+                    for check in store.unchanged(run, steps):
+                        now.writes.check(check)
+                    assert queue_move_step(steps[1], StepStatus.RUNNING, now.writes)
+            assert await stored(steps[1].id) == ("pending", 0)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from tortoise import connections
 from tortoise.transactions import in_transaction
 
@@ -186,15 +185,14 @@ steps:
 """
 
 
-@pytest.mark.postgres
 async def test_a_step_end_planned_from_kept_rows_sees_a_cancel_written_elsewhere(
-    pg_url: str, tmp_path: Path
+    database_url: str, tmp_path: Path
 ) -> None:
     """The step's end is written from the rows this process kept (no read); another
     replica cancelled the run meanwhile: the end is planned again from what is stored,
     so the run is cancelled and ``deploy`` never starts."""
     write_pipeline(tmp_path, "gate-then-deploy", GATE_THEN_DEPLOY)
-    async with engine_on(pg_url, tmp_path) as core:
+    async with engine_on(database_url, tmp_path) as core:
         started = await core.engine.start_run(RunRequest("gate-then-deploy", {}, STARTER))
         gate = started.steps[0]
 
