@@ -24,40 +24,15 @@ def now() -> datetime:
 
 
 async def create_run(
-    *,
-    pipeline: str,
-    definition: dict[str, Any],
-    parameters: dict[str, str],
-    steps: Iterable[tuple[str, str, str]],
-    trigger_type: str,
-    triggered_by: str,
-    source: str,
-    channel_id: str | None,
-    cicd_tool_id: int | None,
-    conn: BaseDBAsyncClient,
-    owner: str | None = None,
-    rerun_of: int | None = None,
-    started_at: datetime | None = None,
+    *, steps: Iterable[tuple[str, str, str]], conn: BaseDBAsyncClient, **fields: Any
 ) -> tuple[Run, list[StepRun]]:
-    """Create a run and its pending steps (``(path, name, kind)``) in ``conn``.
+    """Create a run (``fields``: those of :func:`_new_rows`) and its pending steps
+    (``(path, name, kind)``) in ``conn``.
 
     The run is pending, or already running from ``started_at`` when its creator
     starts it in the same transaction (a new row: no one else can have moved it).
     """
-    run, rows = _new_rows(
-        pipeline=pipeline,
-        definition=definition,
-        parameters=parameters,
-        steps=steps,
-        trigger_type=trigger_type,
-        triggered_by=triggered_by,
-        source=source,
-        channel_id=channel_id,
-        cicd_tool_id=cicd_tool_id,
-        owner=owner,
-        rerun_of=rerun_of,
-        started_at=started_at,
-    )
+    run, rows = _new_rows(steps=steps, **fields)
     await sql.insert_with_children(conn, run, rows, "run_id")
     return run, rows
 
