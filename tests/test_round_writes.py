@@ -9,7 +9,9 @@ PostgreSQL the round's writes and its notice are one statement.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -122,8 +124,7 @@ async def test_notices_go_with_the_rounds_statement_and_only_if_it_commits(
                     assert queue_move_step(second, StepStatus.RUNNING, now.writes)
                     await notify_all("t_round", ["lost"], now.conn)
             # A notice sent after the lost one's would arrive after it: only this one comes.
-            await notify("t_round", "after")
-            assert await asyncio.wait_for(heard.get(), 5) == "after"
+            await heard_nothing_more(heard, "t_round")
         finally:
             await listener.close()
 
@@ -131,60 +132,62 @@ async def test_notices_go_with_the_rounds_statement_and_only_if_it_commits(
 # ---- rounds without a transaction of their own (PostgreSQL, no outbox) ---------------
 
 
-async def heard_on(pg_url: str, channel: str) -> tuple[asyncpg.Connection, asyncio.Queue[str]]:
+@contextlib.asynccontextmanager
+async def hearing(pg_url: str, channel: str) -> AsyncIterator[asyncio.Queue[str]]:
+    """What another replica's listener hears on ``channel``, in order."""
     listener = await asyncpg.connect(**connect_options(pg_url))
     heard: asyncio.Queue[str] = asyncio.Queue()
     await listener.add_listener(channel, lambda *args: heard.put_nowait(args[3]))
-    return listener, heard
+    try:
+        yield heard
+    finally:
+        await listener.close()
+
+
+async def heard_nothing_more(heard: asyncio.Queue[str], channel: str) -> None:
+    """Nothing else was told on ``channel``: a notice sent now is the next one heard."""
+    await notify(channel, "after")
+    assert await asyncio.wait_for(heard.get(), 5) == "after"
 
 
 @pytest.mark.postgres
 async def test_a_round_alone_stores_its_changes_and_notices_in_one_statement(
     pg_url: str, tmp_path: Path
 ) -> None:
-    async with engine_on(pg_url, tmp_path):
-        listener, heard = await heard_on(pg_url, "t_alone")
-        try:
-            _, (first, second, third) = await make_run(3)
-            async with round_of(EventBus(), alone=True) as now:
-                assert queue_move_step(first, StepStatus.RUNNING, now.writes)
-                assert queue_move_step(second, StepStatus.RUNNING, now.writes)
-                await notify_all("t_alone", ["one", "two"], now.conn)
-            assert await stored(first.id) == ("running", 1)
-            assert await stored(second.id) == ("running", 1)
-            assert await stored(third.id) == ("pending", 0)
-            assert [await asyncio.wait_for(heard.get(), 5) for _ in range(2)] == ["one", "two"]
-        finally:
-            await listener.close()
+    async with engine_on(pg_url, tmp_path), hearing(pg_url, "t_alone") as heard:
+        _, (first, second, third) = await make_run(3)
+        async with round_of(EventBus(), alone=True) as now:
+            assert queue_move_step(first, StepStatus.RUNNING, now.writes)
+            assert queue_move_step(second, StepStatus.RUNNING, now.writes)
+            await notify_all("t_alone", ["one", "two"], now.conn)
+        assert await stored(first.id) == ("running", 1)
+        assert await stored(second.id) == ("running", 1)
+        assert await stored(third.id) == ("pending", 0)
+        assert [await asyncio.wait_for(heard.get(), 5) for _ in range(2)] == ["one", "two"]
 
 
 @pytest.mark.postgres
 async def test_a_lost_change_in_a_round_alone_stores_nothing_and_tells_no_one(
     pg_url: str, tmp_path: Path
 ) -> None:
-    async with engine_on(pg_url, tmp_path):
-        listener, heard = await heard_on(pg_url, "t_alone")
-        try:
-            _, (first, second) = await make_run(2)
-            await StepRun.filter(id=second.id).update(status="skipped")  # another writer
-            acted: list[str] = []
+    async with engine_on(pg_url, tmp_path), hearing(pg_url, "t_alone") as heard:
+        _, (first, second) = await make_run(2)
+        await StepRun.filter(id=second.id).update(status="skipped")  # another writer
+        acted: list[str] = []
 
-            async def act() -> None:
-                acted.append("started")
+        async def act() -> None:
+            acted.append("started")
 
-            with pytest.raises(RoundLost):
-                async with round_of(EventBus(), alone=True) as now:
-                    assert queue_move_step(first, StepStatus.RUNNING, now.writes)  # would win
-                    assert queue_move_step(second, StepStatus.RUNNING, now.writes)  # held: pending
-                    await notify_all("t_alone", ["lost"], now.conn)
-                    now.then(act)
-            assert await stored(first.id) == ("pending", 0)  # not stored: the round lost whole
-            assert await stored(second.id) == ("skipped", 1)
-            assert acted == []
-            await notify("t_alone", "after")
-            assert await asyncio.wait_for(heard.get(), 5) == "after"
-        finally:
-            await listener.close()
+        with pytest.raises(RoundLost):
+            async with round_of(EventBus(), alone=True) as now:
+                assert queue_move_step(first, StepStatus.RUNNING, now.writes)  # would win
+                assert queue_move_step(second, StepStatus.RUNNING, now.writes)  # held: pending
+                await notify_all("t_alone", ["lost"], now.conn)
+                now.then(act)
+        assert await stored(first.id) == ("pending", 0)  # not stored: the round lost whole
+        assert await stored(second.id) == ("skipped", 1)
+        assert acted == []
+        await heard_nothing_more(heard, "t_alone")
 
 
 @pytest.mark.postgres
@@ -284,48 +287,43 @@ async def test_a_round_planned_from_held_rows_applies_only_if_they_are_unchanged
 ) -> None:
     """The run's row or any of its steps moved since they were held: nothing is stored,
     nothing told or done; unmoved, the round applies (in one statement, or two)."""
-    async with engine_on(pg_url, tmp_path):
-        listener, heard = await heard_on(pg_url, "t_held")
-        try:
-            run_id, _ = await make_run(3)
-            run, (first, second, _) = await held_rows(run_id)
-            async with round_of(EventBus(), alone=True) as now:
-                assert now.writes.one_statement
-                for check in store.unchanged(run, [first, second, _]):
-                    now.writes.check(check)
-                assert queue_move_step(first, StepStatus.RUNNING, now.writes)
-            assert await stored(first.id) == ("running", 1)
+    async with engine_on(pg_url, tmp_path), hearing(pg_url, "t_held") as heard:
+        run_id, _ = await make_run(3)
+        run, (first, second, _) = await held_rows(run_id)
+        async with round_of(EventBus(), alone=True) as now:
+            assert now.writes.one_statement
+            for check in store.unchanged(run, [first, second, _]):
+                now.writes.check(check)
+            assert queue_move_step(first, StepStatus.RUNNING, now.writes)
+        assert await stored(first.id) == ("running", 1)
 
-            for elsewhere in (
-                # another replica's cancel (the run's row), the ORM on a step not in the round
-                "UPDATE run SET cancel_requested_by = 'U_OTHER' WHERE id = $1",
-                "UPDATE step_run SET reason = 'noted' WHERE run_id = $1 AND position = 2",
-            ):
-                run, steps = await held_rows(run_id)
-                other = await asyncpg.connect(**connect_options(pg_url))
-                try:
-                    await other.execute(elsewhere, run_id)
-                finally:
-                    await other.close()
-                acted: list[str] = []
-                for twice in (False, True):  # one statement; a row changed twice: two
-                    with pytest.raises(RoundLost):
-                        async with round_of(EventBus(), alone=True) as now:
-                            for check in store.unchanged(run, steps):
-                                now.writes.check(check)
-                            before = (steps[1].status, steps[1].version)
-                            assert queue_move_step(steps[1], StepStatus.RUNNING, now.writes)
-                            if twice:
-                                assert queue_move_step(steps[1], StepStatus.SUCCESS, now.writes)
-                            await notify_all("t_held", ["lost"], now.conn)
-                            now.then(functools.partial(record, acted))
-                    steps[1].status, steps[1].version = before
-                    assert await stored(second.id) == ("pending", 0)
-                assert acted == []
-            await notify("t_held", "after")
-            assert await asyncio.wait_for(heard.get(), 5) == "after"
-        finally:
-            await listener.close()
+        for elsewhere in (
+            # another replica's cancel (the run's row), the ORM on a step not in the round
+            "UPDATE run SET cancel_requested_by = 'U_OTHER' WHERE id = $1",
+            "UPDATE step_run SET reason = 'noted' WHERE run_id = $1 AND position = 2",
+        ):
+            run, steps = await held_rows(run_id)
+            other = await asyncpg.connect(**connect_options(pg_url))
+            try:
+                await other.execute(elsewhere, run_id)
+            finally:
+                await other.close()
+            acted: list[str] = []
+            for twice in (False, True):  # one statement; a row changed twice: two
+                with pytest.raises(RoundLost):
+                    async with round_of(EventBus(), alone=True) as now:
+                        for check in store.unchanged(run, steps):
+                            now.writes.check(check)
+                        before = (steps[1].status, steps[1].version)
+                        assert queue_move_step(steps[1], StepStatus.RUNNING, now.writes)
+                        if twice:
+                            assert queue_move_step(steps[1], StepStatus.SUCCESS, now.writes)
+                        await notify_all("t_held", ["lost"], now.conn)
+                        now.then(functools.partial(record, acted))
+                steps[1].status, steps[1].version = before
+                assert await stored(second.id) == ("pending", 0)
+            assert acted == []
+        await heard_nothing_more(heard, "t_held")
 
 
 @pytest.mark.postgres

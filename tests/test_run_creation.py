@@ -20,10 +20,10 @@ from engine.state import StepStatus
 from engine.transitions import queue_move_step
 from storage import runs as store
 from storage.models import Run, StepRun
-from storage.notify import notify, notify_all
+from storage.notify import notify_all
 from storage.sql import INSERT_CHUNK
 from tests.engine_harness import engine_on
-from tests.test_round_writes import heard_on
+from tests.test_round_writes import heard_nothing_more, hearing
 
 
 async def create(steps: int) -> tuple[Run, list[StepRun]]:
@@ -84,52 +84,47 @@ async def test_a_run_started_in_its_first_round_goes_in_with_that_rounds_changes
 ) -> None:
     """PostgreSQL, nothing else to commit with it: the run, its steps as the first round
     left them, and its notices are one statement: all stored and told, or nothing."""
-    async with engine_on(pg_url, tmp_path):
-        listener, heard = await heard_on(pg_url, "t_new")
-        try:
-            other, _ = await create(2)
+    async with engine_on(pg_url, tmp_path), hearing(pg_url, "t_new") as heard:
+        other, _ = await create(2)
+        async with round_of(EventBus(), alone=True) as first:
+            run, held = await store.reserve_run(
+                steps=[("0", "a", "shell"), ("1", "b", "shell")],
+                writes=first.writes,
+                started_at=store.now(),
+                **fields(),  # type: ignore[arg-type]
+            )
+            assert run.id > other.id and held[0].id < held[1].id
+            created = run.created_at
+            assert created is not None  # its snapshots are told before it is stored
+            assert queue_move_step(held[0], StepStatus.RUNNING, first.writes)
+            assert first.writes.changes == []  # on the new row, not a statement of its own
+            await notify_all("t_new", [f"run {run.id}", f"step {held[0].id}"], first.conn)
+            assert await Run.filter(id=run.id).count() == 0  # nothing sent yet
+        stored = await StepRun.filter(run_id=run.id).order_by("position")
+        assert [(s.id, s.status, s.version) for s in stored] == [
+            (held[0].id, "running", 1),
+            (held[1].id, "pending", 0),
+        ]
+        stored_run = await Run.get(id=run.id)
+        assert (stored_run.status, stored_run.created_at) == ("running", created)
+        assert [await asyncio.wait_for(heard.get(), 5) for _ in range(2)] == [
+            f"run {run.id}",
+            f"step {held[0].id}",
+        ]
+
+        # The statement fails (here: a step row that cannot go in): nothing of it.
+        with pytest.raises(IntegrityError):
             async with round_of(EventBus(), alone=True) as first:
-                run, held = await store.reserve_run(
-                    steps=[("0", "a", "shell"), ("1", "b", "shell")],
+                lost, rows = await store.reserve_run(
+                    steps=[("0", "a", "shell"), ("0", "again", "shell")],  # one path twice
                     writes=first.writes,
                     started_at=store.now(),
                     **fields(),  # type: ignore[arg-type]
                 )
-                assert run.id > other.id and held[0].id < held[1].id
-                created = run.created_at
-                assert created is not None  # its snapshots are told before it is stored
-                assert queue_move_step(held[0], StepStatus.RUNNING, first.writes)
-                assert first.writes.changes == []  # on the new row, not a statement of its own
-                await notify_all("t_new", [f"run {run.id}", f"step {held[0].id}"], first.conn)
-                assert await Run.filter(id=run.id).count() == 0  # nothing sent yet
-            stored = await StepRun.filter(run_id=run.id).order_by("position")
-            assert [(s.id, s.status, s.version) for s in stored] == [
-                (held[0].id, "running", 1),
-                (held[1].id, "pending", 0),
-            ]
-            stored_run = await Run.get(id=run.id)
-            assert (stored_run.status, stored_run.created_at) == ("running", created)
-            assert [await asyncio.wait_for(heard.get(), 5) for _ in range(2)] == [
-                f"run {run.id}",
-                f"step {held[0].id}",
-            ]
-
-            # The statement fails (here: a step row that cannot go in): nothing of it.
-            with pytest.raises(IntegrityError):
-                async with round_of(EventBus(), alone=True) as first:
-                    lost, rows = await store.reserve_run(
-                        steps=[("0", "a", "shell"), ("0", "again", "shell")],  # one path twice
-                        writes=first.writes,
-                        started_at=store.now(),
-                        **fields(),  # type: ignore[arg-type]
-                    )
-                    await notify_all("t_new", ["lost"], first.conn)
-            assert await Run.filter(id=lost.id).count() == 0
-            assert await StepRun.filter(id__in=[r.id for r in rows]).count() == 0
-            await notify("t_new", "after")
-            assert await asyncio.wait_for(heard.get(), 5) == "after"
-        finally:
-            await listener.close()
+                await notify_all("t_new", ["lost"], first.conn)
+        assert await Run.filter(id=lost.id).count() == 0
+        assert await StepRun.filter(id__in=[r.id for r in rows]).count() == 0
+        await heard_nothing_more(heard, "t_new")
 
 
 @pytest.mark.postgres
