@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +144,27 @@ async def hearing(pg_url: str, channel: str) -> AsyncIterator[asyncio.Queue[str]
         await listener.close()
 
 
+async def loses_after_waiting_for(
+    pg_url: str, writing: tuple[str, int], the_round: Callable[[], Awaitable[None]]
+) -> None:
+    """``writing`` is done by another replica's transaction, still open as ``the_round``
+    is sent: the round waits for its lock, then sees its change, and loses."""
+    other = await asyncpg.connect(**connect_options(pg_url))
+    try:
+        writer = other.transaction()
+        await writer.start()
+        await other.execute(*writing)
+        sent = asyncio.create_task(the_round())
+        waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        await eventually(lambda: other.fetchval(waiting), lambda count: count >= 1)
+        assert not sent.done()
+        await writer.commit()
+        with pytest.raises(RoundLost):
+            await asyncio.wait_for(sent, 10)
+    finally:
+        await other.close()
+
+
 async def heard_nothing_more(heard: asyncio.Queue[str], channel: str) -> None:
     """Nothing else was told on ``channel``: a notice sent now is the next one heard."""
     await notify(channel, "after")
@@ -198,27 +219,14 @@ async def test_a_round_alone_waits_for_a_writer_holding_its_row_and_sees_its_cha
     waits for it, then finds the row as it was committed, and loses whole."""
     async with engine_on(pg_url, tmp_path):
         _, (first, second) = await make_run(2)
-        other = await asyncpg.connect(**connect_options(pg_url))
-        try:
-            writer = other.transaction()
-            await writer.start()
-            await other.execute("UPDATE step_run SET status = 'skipped' WHERE id = $1", second.id)
 
-            async def the_round() -> None:
-                async with round_of(EventBus(), alone=True) as now:
-                    assert queue_move_step(first, StepStatus.RUNNING, now.writes)
-                    assert queue_move_step(second, StepStatus.RUNNING, now.writes)
+        async def the_round() -> None:
+            async with round_of(EventBus(), alone=True) as now:
+                assert queue_move_step(first, StepStatus.RUNNING, now.writes)
+                assert queue_move_step(second, StepStatus.RUNNING, now.writes)
 
-            sent = asyncio.create_task(the_round())
-            # The round's statement waits for the open transaction's lock on the row.
-            waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-            await eventually(lambda: other.fetchval(waiting), lambda count: count >= 1)
-            assert not sent.done()
-            await writer.commit()
-            with pytest.raises(RoundLost):
-                await asyncio.wait_for(sent, 10)
-        finally:
-            await other.close()
+        writing = "UPDATE step_run SET status = 'skipped' WHERE id = $1"
+        await loses_after_waiting_for(pg_url, (writing, second.id), the_round)
         assert await stored(first.id) == ("pending", 0)
         assert await stored(second.id) == ("skipped", 1)
 
@@ -335,29 +343,15 @@ async def test_a_round_from_held_rows_holds_the_runs_row_until_it_commits(
     async with engine_on(pg_url, tmp_path):
         run_id, _ = await make_run(2)
         run, steps = await held_rows(run_id)
-        other = await asyncpg.connect(**connect_options(pg_url))
-        try:
-            writer = other.transaction()
-            await writer.start()
-            await other.execute(
-                "UPDATE run SET cancel_requested_by = 'U_OTHER' WHERE id = $1", run_id
-            )
 
-            async def the_round() -> None:
-                async with round_of(EventBus(), alone=True) as now:
-                    for check in store.unchanged(run, steps):
-                        now.writes.check(check)
-                    assert queue_move_step(steps[0], StepStatus.RUNNING, now.writes)
+        async def the_round() -> None:
+            async with round_of(EventBus(), alone=True) as now:
+                for check in store.unchanged(run, steps):
+                    now.writes.check(check)
+                assert queue_move_step(steps[0], StepStatus.RUNNING, now.writes)
 
-            sent = asyncio.create_task(the_round())
-            waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-            await eventually(lambda: other.fetchval(waiting), lambda count: count >= 1)
-            assert not sent.done()
-            await writer.commit()
-            with pytest.raises(RoundLost):
-                await asyncio.wait_for(sent, 10)
-        finally:
-            await other.close()
+        writing = "UPDATE run SET cancel_requested_by = 'U_OTHER' WHERE id = $1"
+        await loses_after_waiting_for(pg_url, (writing, run_id), the_round)
         assert await stored(steps[0].id) == ("pending", 0)
 
 
