@@ -3,8 +3,10 @@
 ``RUNS`` runs of a pipeline of two ``echo`` steps, POSTed by ``CLIENTS``
 concurrent clients; the figure is runs per second from the first POST to the
 moment every run is done (one list request every 50 ms watches that), with the
-POST latency p50/p95, and the server's CPU time per run (from ``/proc``: the
-figure a shared machine's neighbours move least). On SQLite, on a throwaway
+POST latency p50/p95, the server's CPU time per run (from ``/proc``: the
+figure a shared machine's neighbours move least), and how busy the whole
+machine was meanwhile (a load that leaves the CPUs idle part of the time is
+waiting — on commits, on scheduling — not computing). On SQLite, on a throwaway
 PostgreSQL with production durability (fsync on), and on two replicas sharing
 that PostgreSQL (clients alternate between them; runs that do not end
 ``success`` are counted).
@@ -32,8 +34,10 @@ from bench.serve_proc import (
     ANSFLOW,
     Server,
     bearer,
+    busy_share,
     count_runs,
     machine_note,
+    machine_ticks,
     ms,
     on_sqlite_and_postgres,
     on_sqlite_and_postgres_databases,
@@ -71,6 +75,7 @@ async def load(urls: list[str], label: str, servers: list[Server] | None = None)
             latencies.append(time.perf_counter() - began)
 
     cpu_before = _cpu(servers)
+    ticks_before = machine_ticks()
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
         began = time.perf_counter()
         await asyncio.gather(*[client(http, urls[i % len(urls)]) for i in range(CLIENTS)])
@@ -86,6 +91,7 @@ async def load(urls: list[str], label: str, servers: list[Server] | None = None)
             await asyncio.sleep(WATCH_EVERY)
         took = time.perf_counter() - began
     cpu_after = _cpu(servers)
+    busy = busy_share(ticks_before, machine_ticks())
     cpu_ms = (
         (cpu_after - cpu_before) * 1000 / RUNS
         if cpu_before is not None and cpu_after is not None
@@ -97,7 +103,8 @@ async def load(urls: list[str], label: str, servers: list[Server] | None = None)
     print(
         f"throughput, {label}: {RUNS} runs by {CLIENTS} clients: {done / took:.0f} runs/s "
         f"(all POSTed in {posted:.2f} s, all done in {took:.2f} s{not_ok}{unfinished}); "
-        f"POST p50 {ms(percentile(latencies, 0.5))}, p95 {ms(percentile(latencies, 0.95))}{cpu}",
+        f"POST p50 {ms(percentile(latencies, 0.5))}, p95 {ms(percentile(latencies, 0.95))}"
+        f"{cpu}{busy}",
         flush=True,
     )
     return Figures(done / took, percentile(latencies, 0.5), percentile(latencies, 0.95), cpu_ms)

@@ -42,6 +42,25 @@ def machine_note() -> str:
     return f"(load average {one:.1f} / {five:.1f}, {os.cpu_count()} CPUs)"
 
 
+def machine_ticks() -> tuple[int, int] | None:
+    """(busy, all) clock ticks of every CPU so far, from ``/proc/stat``; None where
+    there is none. Two readings give how busy the whole machine was between them:
+    a load that leaves it idle part of the time is waiting, not computing."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle, iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> str:
+    """ "; machine N % busy" between two :func:`machine_ticks` readings ("" if unknown)."""
+    if before is None or after is None or after[1] <= before[1]:
+        return ""
+    return f"; machine {100 * (after[0] - before[0]) / (after[1] - before[1]):.0f} % busy"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
