@@ -185,7 +185,11 @@ class Engine:
         }
         # Started at once, with nothing else to commit with it: on PostgreSQL (Slack
         # off) the rows and the first round go as one statement, without a transaction.
-        alone = started_at is not None and request.on_created is None
+        alone = (
+            started_at is not None
+            and request.on_created is None
+            and len(steps_of) <= store.ONE_STATEMENT_STEPS
+        )
         async with AsyncExitStack() as held:
             async with round_of(self.bus, alone=alone) as first:
                 if alone and first.writes.one_statement:

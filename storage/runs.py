@@ -37,6 +37,11 @@ async def create_run(
     return run, rows
 
 
+# Steps a run may have to be inserted in one statement with its first round (far
+# below PostgreSQL's 32,767 values a statement); a longer one is created in a transaction.
+ONE_STATEMENT_STEPS = sql.INSERT_CHUNK
+
+
 async def reserve_run(
     *,
     steps: Iterable[tuple[str, str, str]],
@@ -49,6 +54,8 @@ async def reserve_run(
     inserted with the round's writes, the changes the round makes to them
     included (``RoundWrites.insert_family``)."""
     run, rows = _new_rows(steps=steps, started_at=started_at, **fields)
+    if len(rows) > ONE_STATEMENT_STEPS:
+        raise ValueError(f"{len(rows)} steps are too many for one statement")
     run.created_at = started_at  # told of (snapshots) before it is stored
     run_id, step_ids = await sql.reserve_ids(writes.conn, Run, StepRun, len(rows))
     run.id = run_id

@@ -16,13 +16,15 @@ from tortoise.transactions import in_transaction
 
 from engine.events import EventBus
 from engine.rounds import RoundLost, round_of
+from engine.runner import RunRequest
 from engine.state import StepStatus
 from engine.transitions import queue_move_step
 from storage import runs as store
 from storage.models import Run, StepRun
 from storage.notify import notify_all
 from storage.sql import INSERT_CHUNK
-from tests.engine_harness import engine_on
+from tests.engine_harness import CLI, engine_on
+from tests.helpers import write_pipeline
 from tests.test_round_writes import heard_nothing_more, hearing
 
 
@@ -144,3 +146,22 @@ async def test_a_new_runs_round_that_changes_another_row_commits_all_together(
                 )
                 assert queue_move_step(older, StepStatus.RUNNING, first.writes)  # will lose
         assert await Run.filter(id=run.id).count() == 0  # went down with the lost change
+
+
+LONG = 1800
+
+
+@pytest.mark.postgres
+async def test_a_pipeline_too_long_for_one_statement_is_created_whole(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """More steps than one statement takes (PostgreSQL's 32,767 values, 19 a step): the
+    run is created, all its steps with it, and it starts."""
+    gated = "name: long\nsteps:\n  - name: Approve\n    approval:\n      approvers: [U_A]\n"
+    gated += "".join(f"  - {{name: s{i}, run: 'true'}}\n" for i in range(LONG - 1))
+    write_pipeline(tmp_path, "long", gated)
+    async with engine_on(pg_url, tmp_path) as core:
+        started = await core.engine.start_run(RunRequest("long", {}, CLI))
+        assert await StepRun.filter(run_id=started.id).count() == LONG
+        gate = await StepRun.get(run_id=started.id, position=0)
+        assert gate.status == "waiting_approval"
