@@ -14,6 +14,7 @@ from pathlib import Path
 from tortoise import connections
 from tortoise.transactions import in_transaction
 
+from ansflow.wiring import Core
 from engine.executors.base import StepOutcome
 from engine.permissions import Actor
 from engine.runner import RunRequest
@@ -34,6 +35,13 @@ steps:
     approval:
       approvers: [U_A]
 """ + "".join(f"  - {{name: deploy{i}, run: echo deployed}}\n" for i in range(store.KEEP_FROM))
+
+
+async def waiting_for_approval(core: Core, run_id: int) -> None:
+    async def waiting() -> bool:
+        return (await core.engine.snapshot(run_id)).status == RunStatus.WAITING_APPROVAL
+
+    await eventually(waiting)
 
 
 async def stored_version(step_id: int) -> int:
@@ -143,10 +151,7 @@ async def test_a_step_ended_by_another_writer_is_seen_at_the_next_drive(
         started = await core.engine.start_run(RunRequest("gated", {}, STARTER))
         gate = started.steps[0]
 
-        async def waiting() -> bool:
-            return (await core.engine.snapshot(started.id)).status == RunStatus.WAITING_APPROVAL
-
-        await eventually(waiting)
+        await waiting_for_approval(core, started.id)
         # Written as another process would: the ORM, no bump of our own.
         moved = await StepRun.filter(id=gate.id, status="waiting_approval").update(status="success")
         assert moved == 1
@@ -196,10 +201,7 @@ async def test_a_step_end_planned_from_kept_rows_sees_a_cancel_written_elsewhere
         started = await core.engine.start_run(RunRequest("gate-then-deploy", {}, STARTER))
         gate = started.steps[0]
 
-        async def waiting() -> bool:
-            return (await core.engine.snapshot(started.id)).status == RunStatus.WAITING_APPROVAL
-
-        await eventually(waiting)
+        await waiting_for_approval(core, started.id)
         # Another replica's cancel, before its drive gets here.
         moved = await Run.filter(id=started.id, cancel_requested_at__isnull=True).update(
             cancel_requested_at=store.now(), cancel_requested_by="U_OTHER"
