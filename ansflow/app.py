@@ -76,7 +76,8 @@ def build_app(settings: Settings, *, workdir: Path | None = None) -> web.Applica
     core = build_core(settings, workdir=workdir, port=settings.port)
     app[CORE] = core
     app.router.add_get("/healthz", healthz)
-    setup_metrics(app, core.bus)
+    metrics = setup_metrics(app, core.bus)
+    core.engine.on_round_lost = metrics.rounds_lost.inc
 
     async def database(app: web.Application) -> AsyncIterator[None]:
         await open_db(settings.database_url)

@@ -37,6 +37,12 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.rounds_lost = Counter(
+            "ansflow_rounds_lost",
+            "Rounds whose compare-and-set lost (the rows moved meanwhile); planned again",
+            registry=self.registry,
+        )
+
     def on_event(self, event: Event) -> None:
         run = event.run
         if isinstance(event, RunStarted):

@@ -35,6 +35,7 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -171,6 +172,8 @@ class Notifier:
         self._stopping = False
         # Renders and publishes a person's App Home (``home_publish`` rows).
         self.home: HomePublisher | None = None
+        # Told of each run whose row got its thread here (the engine then reads it again).
+        self.on_thread_set: Callable[[int], None] | None = None
 
     # ---- lifecycle ---------------------------------------------------------
 
@@ -396,6 +399,8 @@ class Notifier:
         if row.kind == ROOT_POST and ts and row.run_id is not None:
             await set_thread(row.run_id, channel, ts)
             self._threads.pop(row.run_id)
+            if self.on_thread_set is not None:
+                self.on_thread_set(row.run_id)
         await _settle(row, "sent", ts, None)
 
     async def _failed(

@@ -71,6 +71,7 @@ class SlackBot:
         self.notifier = Notifier(self.client, pacing, owner=core.replica.id)
         self.home = HomePublisher(self.client, core.engine)
         self.notifier.home = self.home
+        self.notifier.on_thread_set = core.engine.forget_rows
         # Signs the forms' private_metadata (Socket Mode may have no signing secret).
         key = self.signing_secret or config.bot_token
         self.forms = Forms(self.client, core.engine, key.encode(), self._run_for)

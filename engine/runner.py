@@ -127,6 +127,8 @@ class Engine:
         # compare-and-sets; a drive reads again only those whose version moved.
         # Forgotten when a drive fails (its writes may have rolled back) or the run ends.
         self._known: Recent[int, tuple[Run, list[StepRun]]] = Recent(KNOWN_RUNS)
+        # Told of every round that lost its compare-and-set (e.g. a metrics counter).
+        self.on_round_lost: Callable[[], None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pinned: dict[int, Pipeline] = {}
         self._recent: Recent[int, Pipeline] = Recent(RECENT_ENDED)
@@ -341,6 +343,7 @@ class Engine:
                 # plan again from the stored ones (the opening, if any, with them).
                 self._stale.add(run_id)
                 self._known.pop(run_id)
+                self._lost()
                 loaded = None
                 continue
             opening = None
@@ -659,10 +662,21 @@ class Engine:
                         await end(alone, *loaded)
             except RoundLost:
                 self._known.pop(run_id)  # the step moved meanwhile: nothing was stored
+                self._lost()
             else:
                 await self._committed(run_id, alone)
             self._stale.add(run_id)
         return ended
+
+    def forget_rows(self, run_id: int) -> None:
+        """The run's row was written outside the engine (e.g. its Slack thread):
+        the next step boundary reads it again instead of losing one round."""
+        if self._known.pop(run_id) is not None:
+            self._stale.add(run_id)  # a drive under way plans from a read, too
+
+    def _lost(self) -> None:
+        if self.on_round_lost is not None:
+            self.on_round_lost()
 
     async def update_step(self, run_id: int, step_id: int, **fields: Any) -> None:
         """Store non-status fields of a step; announce those a person would see.

@@ -63,6 +63,13 @@ async def gate_message(slack: SlackHarness, with_buttons: bool = True) -> Stored
     return found
 
 
+async def rounds_lost(slack: SlackHarness) -> float:
+    async with slack.http.get(f"{slack.server.url}/metrics") as response:
+        text = await response.text()
+    (line,) = [x for x in text.splitlines() if x.startswith("ansflow_rounds_lost_total ")]
+    return float(line.split()[1])
+
+
 async def run_status(run_id: int) -> str:
     run = await Run.get(id=run_id)
     return run.status
@@ -94,6 +101,26 @@ async def test_an_approver_clicks_approve_and_the_run_goes_on(
         assert updated is not None
         assert f"Approved by <@{BOB}> at" in str(updated.blocks)
     assert marker.read_text() == "deployed\n"
+
+
+async def test_a_thread_stored_while_a_gate_waits_costs_the_approval_no_lost_round(
+    database_url: str, pipelines_dir: Path, fake: FakeSlack, tmp_path: Path
+) -> None:
+    """The root is posted (Slack was down) while the gate waits: storing its thread
+    moves the run's row, and the engine, told so, plans the approval from a read."""
+    write_pipeline(pipelines_dir, "gated", gated(tmp_path / "m"))
+    async with slack_server(database_url, pipelines_dir, fake) as slack:
+        fake.go_down()
+        run = await start(slack)
+        await eventually(lambda: run_status(run.id), lambda s: s == RunStatus.WAITING_APPROVAL)
+        fake.come_up()
+        gate = await gate_message(slack)
+        assert (await Run.get(id=run.id)).thread_ts == gate.thread_ts
+
+        status, _ = await slack.click(gate, APPROVE_ACTION_ID, BOB)
+        assert status == 200
+        await eventually(lambda: run_status(run.id), lambda s: s == RunStatus.SUCCESS, timeout=20)
+        assert await rounds_lost(slack) == 0.0
 
 
 async def test_clicks_by_non_approvers_and_the_starter_are_refused_privately(
